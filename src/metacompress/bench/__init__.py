@@ -1,0 +1,12 @@
+"""Benchmarks behind ``metacompress bench NAME``: one module per thesis table or figure.
+
+Each ``run(profile, data_root, out_dir)`` returns the ``results`` dict; ``run_benchmark`` wraps it
+in the common results document (GUIDE §4) and writes ``<out_dir>/results.json`` beside its plots.
+"""
+
+from metacompress.bench import train_reference
+from metacompress.bench.results import run_benchmark
+
+BENCHMARKS = {"train-reference": train_reference}
+
+__all__ = ["BENCHMARKS", "run_benchmark"]

@@ -1,0 +1,41 @@
+"""The results document every benchmark writes, and the machine description inside it."""
+
+import datetime
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from metacompress.checkpoint import atomic_write_bytes
+
+
+def machine_description() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "processor": platform.processor()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def write_results(out_dir: Path, name: str, profile: str, results: dict, command: str | None = None) -> Path:
+    document = {
+        "name": name,
+        "profile": profile,
+        "command": command or "metacompress " + " ".join(sys.argv[1:]),
+        "machine": machine_description(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "results": results,
+    }
+    path = Path(out_dir) / "results.json"
+    atomic_write_bytes(path, (json.dumps(document, indent=1) + "\n").encode())
+    return path
+
+
+def run_benchmark(module, name: str, profile: str, data_root, out_dir: Path) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = module.run(profile=profile, data_root=data_root, out_dir=out_dir)
+    write_results(out_dir, name, profile, results)
+    return results

@@ -1,0 +1,63 @@
+"""Shared fixtures. Tests that need the real datasets take ``data_root`` (or ``data_file``) and
+are skipped when METACOMPRESS_DATA is unset or does not point at a directory."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from metacompress.errors import DataError
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real data root from METACOMPRESS_DATA; skips the test when unavailable."""
+    value = os.environ.get("METACOMPRESS_DATA", "")
+    if not value:
+        pytest.skip("METACOMPRESS_DATA is not set")
+    root = Path(value).expanduser()
+    if not root.is_dir():
+        pytest.skip(f"METACOMPRESS_DATA={value} is not a directory")
+    return root.resolve()
+
+
+@pytest.fixture(scope="session")
+def data_file(data_root):
+    """``data_file("mnist/t10k-labels-idx1-ubyte.gz")`` -> the path, or skip if it is absent."""
+
+    def get(relative: str) -> Path:
+        path = data_root / relative
+        if not path.exists():
+            pytest.skip(f"{path} is not available")
+        return path
+
+    return get
+
+
+@pytest.fixture
+def no_data_env(monkeypatch):
+    """Run a test with METACOMPRESS_DATA unset."""
+    monkeypatch.delenv("METACOMPRESS_DATA", raising=False)
+
+
+@contextmanager
+def _expect_data_error(path=None, match=None):
+    """Expect a ``DataError`` whose message matches ``match`` (a regex, searched), names
+    ``path`` (unless it is None) and is a single line. Yields the ``pytest.ExceptionInfo``
+    for any further checks, which must follow the ``with`` block."""
+    __tracebackhide__ = True
+    with pytest.raises(DataError, match=match) as info:
+        yield info
+    message = str(info.value)
+    if path is not None:
+        assert str(path) in message, f"{str(path)!r} not in the message {message!r}"
+    assert "\n" not in message, f"the message is not a single line: {message!r}"
+
+
+@pytest.fixture
+def expect_data_error():
+    """``with expect_data_error(path, match="..."):`` -- see ``_expect_data_error``."""
+    return _expect_data_error

@@ -1,0 +1,87 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from metacompress.checkpoint import load_checkpoint
+
+CLI = [sys.executable, "-m", "metacompress.cli"]
+
+
+def run(args, env=None, cwd=None):
+    return subprocess.run(CLI + args, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_help_lists_the_commands():
+    out = run(["--help"])
+    assert out.returncode == 0 and "train" in out.stdout and "demo" in out.stdout
+    assert run(["train", "--help"]).returncode == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--model", "nope", "--dataset", "mnist"], "invalid choice: 'nope'"),
+    (["train", "--model", "lenet5"], "required: --dataset"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_usage_errors_exit_2_with_one_line(args, message):
+    out = run(args)
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_missing_data_root_is_one_line_error(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "METACOMPRESS_DATA"}
+    out = run(["train", "--model", "lenet5", "--dataset", "mnist", "--epochs", "1"], env=env, cwd=tmp_path)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "METACOMPRESS_DATA" in out.stderr
+    missing = tmp_path / "nowhere"
+    out = run(["train", "--model", "lenet5", "--dataset", "mnist", "--data-root", str(missing)], env=env, cwd=tmp_path)
+    assert out.returncode == 2 and str(missing) in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_train_on_bundled_sample_prints_json_last(tmp_path):
+    out = run(["train", "--model", "lenet5", "--dataset", "mnist-sample", "--epochs", "3", "--out", str(tmp_path / "r"),
+               "--no-progress", "--json"])
+    assert out.returncode == 0, out.stderr
+    summary = last_json(out.stdout)
+    assert summary["train_size"] == 2000 and summary["epochs"] == 3
+    assert summary["test_accuracy"] > 0.80
+    tensors, info = load_checkpoint(tmp_path / "r" / "checkpoint")
+    assert info["epoch"] == 3 and info["model"]["name"] == "lenet5"
+
+
+@pytest.mark.slow
+def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path):
+    common = ["train", "--model", "lenet5", "--dataset", "mnist-sample", "--epochs", "1", "--batch-size", "64",
+              "--no-progress"]
+    single = run(common + ["--out", str(tmp_path / "one")])
+    assert single.returncode == 0, single.stderr
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "metacompress.cli"] + common + ["--out", str(tmp_path / "two"), "--json"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert len([line for line in ddp.stdout.splitlines() if line.startswith("{")]) == 1  # rank 0 only
+    one, info_one = load_checkpoint(tmp_path / "one" / "checkpoint")
+    two, info_two = load_checkpoint(tmp_path / "two" / "checkpoint")
+    assert one.keys() == two.keys()
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert info_one["history"][0]["train_loss"] == pytest.approx(info_two["history"][0]["train_loss"], rel=1e-4)
+    assert info_one["history"][0]["test_accuracy"] == pytest.approx(info_two["history"][0]["test_accuracy"], abs=2e-3)
+
+
+def test_mnist_lenet5_two_epochs_reaches_98_5_percent(data_root, tmp_path):
+    out = run(["train", "--model", "lenet5", "--dataset", "mnist", "--epochs", "2", "--out", str(tmp_path / "r"),
+               "--no-progress", "--json"])
+    assert out.returncode == 0, out.stderr
+    summary = last_json(out.stdout)
+    assert summary["train_size"] == 60_000
+    assert summary["test_accuracy"] >= 0.985
