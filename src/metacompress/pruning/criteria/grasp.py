@@ -1,0 +1,48 @@
+"""GraSP (Wang et al., 2020): preserve gradient flow. GraSP removes the weights with the largest
+−θ ⊙ Hg, so the keep-score returned here is θ ⊙ Hg, with g the gradient of the loss at softmax
+temperature T = 200 on a class-balanced batch of 10 samples per class (the paper's settings)."""
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from metacompress.errors import UserError
+from metacompress.pruning.masks import Masks, Scores
+
+
+def class_balanced_batch(batches, samples_per_class: int, num_classes: int | None = None):
+    """Draw from ``batches`` until every class has ``samples_per_class`` examples."""
+    xs, ys, counts = [], [], {}
+    for x, y in batches:
+        for xi, yi in zip(x, y):
+            label = int(yi)
+            if counts.get(label, 0) < samples_per_class:
+                counts[label] = counts.get(label, 0) + 1
+                xs.append(xi)
+                ys.append(yi)
+        full = [c for c in counts.values() if c == samples_per_class]
+        if num_classes is not None and len(full) == num_classes:
+            break
+        if num_classes is None and counts and len(full) == len(counts) and len(xs) >= 10 * samples_per_class:
+            break
+    if not xs:
+        raise UserError("GraSP needs labelled batches but the loader is empty")
+    return torch.stack(xs), torch.stack(ys)
+
+
+def score(model, masks: Masks, batches, temperature: float = 200.0, samples_per_class: int = 10,
+          num_classes: int | None = None, **_) -> Scores:
+    x, y = class_balanced_batch(batches, samples_per_class, num_classes)
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    weights = {name: (params[name] * masks[name]).requires_grad_(True) for name in masks}
+
+    def loss():
+        logits = functional_call(model, (params | weights, buffers), (x,)) / temperature
+        return F.cross_entropy(logits, y)
+
+    g = torch.autograd.grad(loss(), list(weights.values()))
+    grads = torch.autograd.grad(loss(), list(weights.values()), create_graph=True)
+    z = sum((gi.detach() * gri).sum() for gi, gri in zip(g, grads))
+    hessian_g = torch.autograd.grad(z, list(weights.values()))
+    return {name: w.detach() * hg for (name, w), hg in zip(weights.items(), hessian_g)}
