@@ -32,11 +32,6 @@ def prunable_weights(model: nn.Module, exclude: Iterable[str] = ()) -> dict[str,
     return weights
 
 
-def last_layer_name(model: nn.Module) -> str:
-    """Module name of the last prunable layer (usually the classifier)."""
-    return [name for name, module in model.named_modules() if isinstance(module, PRUNABLE_MODULES)][-1]
-
-
 def full_masks(model: nn.Module, exclude: Iterable[str] = ()) -> Masks:
     return {name: torch.ones_like(weight, dtype=weight.dtype) for name, weight in prunable_weights(model, exclude).items()}
 
