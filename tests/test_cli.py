@@ -29,6 +29,10 @@ def test_help_lists_the_commands():
     (["train", "--model", "nope", "--dataset", "mnist"], "invalid choice: 'nope'"),
     (["train", "--model", "lenet5"], "required: --dataset"),
     (["frobnicate"], "invalid choice"),
+    (["prune", "--model", "lenet5", "--dataset", "mnist-sample", "--method", "snip", "--sparsity", "1.0"],
+     "sparsity must be in [0, 1)"),
+    (["prune", "--model", "lenet5", "--dataset", "mnist-sample", "--method", "snip", "--sparsity", "0.5",
+      "--exclude", "*"], "no prunable Conv/Linear weights outside *"),
 ])
 def test_usage_errors_exit_2_with_one_line(args, message):
     out = run(args)
@@ -85,3 +89,49 @@ def test_mnist_lenet5_two_epochs_reaches_98_5_percent(data_root, tmp_path):
     summary = last_json(out.stdout)
     assert summary["train_size"] == 60_000
     assert summary["test_accuracy"] >= 0.985
+
+
+def test_prune_cli_prunes_trains_and_saves_masks_and_weights(tmp_path):
+    out = run(["prune", "--model", "lenet5", "--dataset", "mnist-sample", "--method", "prospr", "--sparsity", "0.9",
+               "--epochs", "6", "--exclude", "fc3", "--out", str(tmp_path / "r"), "--no-progress", "--json"])
+    assert out.returncode == 0, out.stderr
+    summary = last_json(out.stdout)
+    masks, info = load_checkpoint(tmp_path / "r" / "masks")
+    weights, _ = load_checkpoint(tmp_path / "r" / "checkpoint")
+    total = sum(m.numel() for m in masks.values())
+    kept = sum(int(m.sum()) for m in masks.values())
+    assert "fc3.weight" not in masks and abs(kept - round(0.1 * total)) <= 1
+    assert summary["sparsity"] == pytest.approx(1 - kept / total)
+    for name, mask in masks.items():  # pruned weights are exactly zero in the trained checkpoint
+        assert torch.all(weights[f"model.{name}"][mask == 0] == 0)
+    assert summary["weights_zero_after_training"] >= summary["sparsity"]
+    assert info["pruning"]["method"] == "prospr" and summary["pruning_time_s"] > 0
+    assert summary["test_accuracy"] > 0.8  # a 90 %-sparse LeNet-5 still learns the bundled digits (89 % measured)
+
+
+def test_structured_prune_cli_builds_a_smaller_network_that_reloads(tmp_path):
+    from metacompress.data import load_classification
+    from metacompress.pruning.experiment import load_pruned_model
+    from metacompress.training import evaluate
+
+    out = run(["prune", "--model", "lenet5", "--dataset", "mnist-sample", "--method", "3sp", "--structured",
+               "--sparsity", "0.5", "--target", "flops", "--compute-aware", "--epochs", "4", "--cost-report",
+               "--out", str(tmp_path / "r"), "--no-progress", "--json"])
+    assert out.returncode == 0, out.stderr
+    summary = last_json(out.stdout)
+    assert 0.5 <= summary["removed"] < 0.6 and summary["flops_after"] <= 0.5 * summary["flops_before"]
+    before, after = summary["cost_before"], summary["cost_after"]
+    assert after["params"] == summary["params_after"] < before["params"] == summary["params_before"]
+    assert after["flops"] == summary["flops_after"] and after["disk_bytes"] < before["disk_bytes"]
+    model, _ = load_pruned_model(tmp_path / "r")
+    assert sum(p.numel() for p in model.parameters()) == summary["params_after"]
+    reloaded = evaluate(model, load_classification("mnist-sample", "test"))["accuracy"]
+    assert reloaded == summary["test_accuracy"] and reloaded > 0.5
+
+
+def test_structured_only_methods_need_the_flag():
+    out = run(["prune", "--model", "lenet5", "--dataset", "mnist-sample", "--method", "3sp", "--sparsity", "0.5"])
+    assert out.returncode == 2 and "add --structured" in out.stderr
+    out = run(["prune", "--model", "lenet5", "--dataset", "mnist-sample", "--method", "synflow", "--structured",
+               "--sparsity", "0.5"])
+    assert out.returncode == 2 and "drop --structured" in out.stderr

@@ -123,3 +123,23 @@ def test_pruned_weights_stay_zero_via_after_step_hook():
                     progress=False, after_step=reapply).model
     assert torch.all(trained.fc1.weight[mask == 0] == 0)
     assert torch.count_nonzero(trained.fc1.weight) == int(mask.sum())
+
+
+def test_shuffled_batches_cover_each_example_once_per_pass_in_a_seeded_order():
+    from itertools import islice
+
+    from metacompress.data import load_classification
+    from metacompress.training import channel_stats, normalize, shuffled_batches
+
+    data = load_classification("mnist-sample", "test").subset(slice(0, 100))
+    batches = list(islice(shuffled_batches(data, 30, seed=5), 6))  # 3 full batches per pass, 2 passes
+    again = list(islice(shuffled_batches(data, 30, seed=5), 6))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(batches, again))
+    mean, std = channel_stats(data, "cpu")
+    everything = normalize(data.images, mean, std).flatten(1)
+    seen = torch.cat([x.flatten(1) for x, _ in batches[:3]])
+    # each example of the first pass is a distinct row of the normalized data
+    matches = (seen[:, None, :] == everything[None, :, :]).all(-1)
+    assert matches.sum(1).min() >= 1 and len(set(matches.float().argmax(1).tolist())) == 90
+    small = list(islice(shuffled_batches(data.subset(slice(0, 7)), 30, seed=0), 2))
+    assert all(len(y) == 7 for _, y in small)  # a batch larger than the data takes all of it

@@ -26,16 +26,9 @@ def add_json(p):
     p.add_argument("--json", action="store_true", help="print one JSON object with the results as the last line")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from metacompress.data import CLASSIFICATION_DATASETS
-    from metacompress.models import MODEL_NAMES
-
-    parser = OneLineErrorParser(prog="metacompress", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
-
-    p = commands.add_parser("train", help="train a reference model on a classification dataset")
-    p.add_argument("--model", required=True, choices=MODEL_NAMES)
-    p.add_argument("--dataset", required=True, choices=CLASSIFICATION_DATASETS)
+def add_training_args(p, models, datasets):
+    p.add_argument("--model", required=True, choices=models)
+    p.add_argument("--dataset", required=True, choices=datasets)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="global batch size (split over torchrun processes)")
     p.add_argument("--optimizer", choices=("sgd", "adam"))
@@ -45,11 +38,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, help="pad-4 random crop + flip")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.0, help="hold out this share of train for validation")
-    p.add_argument("--out", help="run folder for metrics.jsonl and checkpoint.* (default runs/<model>-<dataset>-seed<S>)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--out", help="run folder for metrics.jsonl and checkpoint.* (default runs/<name>)")
     p.add_argument("--no-progress", action="store_true")
     add_data_root(p)
     add_json(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from metacompress.data import CLASSIFICATION_DATASETS
+    from metacompress.models import MODEL_NAMES
+    from metacompress.pruning import METHODS
+    from metacompress.pruning.api import STRUCTURED_METHODS
+
+    parser = OneLineErrorParser(prog="metacompress", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
+
+    p = commands.add_parser("train", help="train a reference model on a classification dataset")
+    add_training_args(p, MODEL_NAMES, CLASSIFICATION_DATASETS)
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+
+    p = commands.add_parser("prune", help="prune a reference model at initialization, then train it")
+    add_training_args(p, MODEL_NAMES, CLASSIFICATION_DATASETS)
+    p.add_argument("--method", required=True, choices=list(dict.fromkeys(METHODS + tuple(STRUCTURED_METHODS))),
+                   help="unstructured: " + ", ".join(METHODS) + "; with --structured: " + ", ".join(STRUCTURED_METHODS))
+    p.add_argument("--sparsity", required=True, type=float,
+                   help="fraction to remove, in [0, 1): of the prunable weights, or with --structured of --target")
+    p.add_argument("--structured", action="store_true", help="remove whole channels: a smaller, faster network")
+    p.add_argument("--target", choices=("params", "flops"), default="params", help="--structured: what to remove")
+    p.add_argument("--compute-aware", action="store_true", help="--structured: divide scores by channel cost")
+    p.add_argument("--lam", type=float, default=0.05, help="--compute-aware: smoothing λ (0 = compute only)")
+    init = p.add_mutually_exclusive_group()
+    init.add_argument("--rescale", action="store_true", help="--structured: weights × √(fan_out / pruned fan_out)")
+    init.add_argument("--reinit", action="store_true", help="--structured: re-initialize the smaller network")
+    p.add_argument("--cost-report", action="store_true",
+                   help="measure params, FLOPs, size, CPU latency and training-step time before and after")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="module names never pruned (fnmatch pattern, repeatable), e.g. 'fc' or 'layer3.*'")
+    p.add_argument("--scope", choices=("global", "layer"), help="one global threshold or one per layer")
+    p.add_argument("--rounds", type=int, help="pruning rounds of iterative methods (synflow 100, iter-snip/force 60)")
+    p.add_argument("--prune-batch-size", type=int, default=128, help="batch size of the pruning criterion")
+    p.add_argument("--steps", type=int, default=3, help="ProsPr: inner training steps M")
+    p.add_argument("--inner-lr", type=float, default=0.1, help="ProsPr: inner SGD learning rate")
+    p.add_argument("--first-order", action="store_true", help="ProsPr: first-order approximation (Eq. 3.20)")
+    p.add_argument("--same-batch", action="store_true", help="ProsPr: one batch for every inner step and the meta-loss")
 
     p = commands.add_parser("bench", help="run a benchmark and write benchmarks/results/<name>/")
     p.add_argument("name", choices=sorted(bench_names()))
@@ -65,28 +96,97 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def command_train(args) -> dict:
-    from metacompress.data import load_classification
-    from metacompress.recipes import FINAL_SPLITS, default_config, load_experiment_data, spec_for
-    from metacompress.training import evaluate, train
+def training_setup(args):
+    """Config, data and model spec from the shared training arguments."""
+    from metacompress.recipes import default_config, load_experiment_data, spec_for
 
     config = default_config(args.dataset, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
                             lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
                             augment=args.augment, seed=args.seed)
     train_data, eval_sets = load_experiment_data(args.dataset, args.data_root, args.val_fraction, args.seed)
-    spec = spec_for(args.model, train_data)
-    out = Path(args.out or f"runs/{args.model}-{args.dataset}-seed{args.seed}")
-    started = time.perf_counter()
-    result = train(spec, train_data, eval_sets, config, out_dir=out, resume=args.resume,
-                   progress=not args.no_progress)
-    summary = {"command": "train", "model": args.model, "dataset": args.dataset, "train_size": len(train_data),
+    return config, train_data, eval_sets, spec_for(args.model, train_data)
+
+
+def training_summary(args, result, config, train_data, out: Path, started: float) -> dict:
+    from metacompress.data import load_classification
+    from metacompress.recipes import FINAL_SPLITS
+    from metacompress.training import evaluate
+
+    summary = {"command": args.command, "model": args.model, "dataset": args.dataset, "train_size": len(train_data),
                "epochs": config.epochs, "out": str(out), "time_s": round(time.perf_counter() - started, 2)}
     summary |= {k: v for k, v in result.final.items() if k.endswith("accuracy") or k == "epoch_time_s"}
     for split in FINAL_SPLITS.get(args.dataset, ()):
         scores = evaluate(result.model, load_classification(args.dataset, split, args.data_root))
         summary[f"{split}_accuracy"] = scores["accuracy"]
+    return summary
+
+
+def command_train(args) -> dict:
+    from metacompress.training import train
+
+    config, train_data, eval_sets, spec = training_setup(args)
+    out = Path(args.out or f"runs/{args.model}-{args.dataset}-seed{args.seed}")
+    started = time.perf_counter()
+    result = train(spec, train_data, eval_sets, config, out_dir=out, resume=args.resume,
+                   progress=not args.no_progress)
+    summary = training_summary(args, result, config, train_data, out, started)
     print_table(summary)
     return summary
+
+
+def command_prune(args) -> dict:
+    from metacompress.pruning.experiment import PruneSettings, prune_and_train
+
+    from metacompress.pruning import METHODS
+
+    if (args.method in METHODS) != (not args.structured or args.method in ("prospr", "grasp")):
+        raise UserError(f"--method {args.method} is {'un' if args.method in METHODS else ''}structured: "
+                        f"{'drop' if args.structured else 'add'} --structured")
+    config, train_data, eval_sets, spec = training_setup(args)
+    options = {"steps": args.steps, "lr": args.inner_lr, "first_order": args.first_order,
+               "same_batch": args.same_batch} if args.method == "prospr" else {}
+    settings = PruneSettings(args.method, args.sparsity, tuple(args.exclude), args.scope, args.rounds,
+                             args.prune_batch_size, options, structured=args.structured, target=args.target,
+                             compute_aware=args.compute_aware, lam=args.lam,
+                             init="rescale" if args.rescale else "reinit" if args.reinit else "keep")
+    kind = "structured-" if args.structured else ""
+    out = Path(args.out or f"runs/prune-{args.model}-{args.dataset}-{kind}{args.method}-{args.sparsity:g}-seed{args.seed}")
+    started = time.perf_counter()
+    full_model = None
+    if args.cost_report:
+        from metacompress.models import model_from_spec
+
+        full_model = model_from_spec(spec)
+    result, pruned = prune_and_train(spec, train_data, eval_sets, config, settings, out_dir=out,
+                                     progress=not args.no_progress)
+    summary = {"method": args.method, "requested_sparsity": args.sparsity,
+               "pruning_time_s": round(pruned.seconds, 3),
+               "pruning_peak_memory_mb": round(pruned.peak_memory_bytes / 2**20, 1)}
+    if args.structured:
+        summary |= {"target": args.target, "removed": pruned.removed, "params_before": pruned.params[0],
+                    "params_after": pruned.params[1], "flops_before": pruned.flops[0], "flops_after": pruned.flops[1]}
+    else:
+        summary |= {"sparsity": pruned.sparsity,
+                    "weights_zero_after_training": zero_fraction(result.model, pruned.masks)}
+    if full_model is not None:
+        from metacompress.cost import cost_report
+        from metacompress.training import channel_stats, normalize
+
+        mean, std = channel_stats(train_data, "cpu")
+        example = normalize(train_data.images[:1], mean, std)
+        classes = len(train_data.classes)
+        summary["cost_before"] = cost_report(full_model, example, classes, config.batch_size)
+        summary["cost_after"] = cost_report(result.model, example, classes, config.batch_size)
+    summary = training_summary(args, result, config, train_data, out, started) | summary
+    print_table(summary)
+    return summary
+
+
+def zero_fraction(model, masks) -> float:
+    """Share of the prunable weights that are exactly zero in the trained model."""
+    params = dict(model.named_parameters())
+    zeros = sum(int((params[name] == 0).sum()) for name in masks)
+    return zeros / sum(m.numel() for m in masks.values())
 
 
 def print_table(summary: dict) -> None:
@@ -117,7 +217,7 @@ def command_demo(args) -> dict:
     return run_demo(Path(args.out))
 
 
-COMMANDS = {"train": command_train, "bench": command_bench, "demo": command_demo}
+COMMANDS = {"train": command_train, "prune": command_prune, "bench": command_bench, "demo": command_demo}
 
 
 def main(argv=None) -> int:

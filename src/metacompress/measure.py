@@ -22,8 +22,9 @@ def resident_bytes() -> int:
 class Measure:
     """``with Measure() as m: ...`` then ``m.seconds`` and ``m.peak_bytes`` (peak above the start).
 
-    On CPU a thread samples the resident set every ``interval`` seconds, so allocations shorter
-    than that can be missed; on CUDA the allocator's own peak counter is exact.
+    On CUDA the allocator's own peak counter is exact. On CPU a thread samples the resident set:
+    a lower bound, since memory the process freed earlier is reused without the resident set
+    growing. ``peak_tensor_bytes`` is the exact CPU figure, at the price of a profiled run.
     """
 
     def __init__(self, device: torch.device | str = "cpu", interval: float = 0.002):
@@ -59,3 +60,19 @@ class Measure:
             self._thread.join()
             self.peak_bytes = max(self._peak, resident_bytes()) - self._base
         return False
+
+
+def peak_tensor_bytes(fn) -> int:
+    """Peak of the bytes held by tensors allocated while ``fn()`` runs, from the profiler's record
+    of every allocation and free (exact on CPU; the profiling slows ``fn``, so time it separately)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    held = peak = 0
+    for event in events:
+        held += event.nbytes()
+        peak = max(peak, held)
+    return peak

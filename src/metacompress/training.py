@@ -186,6 +186,20 @@ def evaluate(model: nn.Module, data: ClassificationData, batch_size: int = 1000,
     return {"accuracy": correct / count, "loss": loss / count, "count": int(count)}
 
 
+def shuffled_batches(data: ClassificationData, batch_size: int, seed: int, device="cpu"):
+    """An endless stream of normalized ``(x, y)`` batches in a seeded random order (for pruning)."""
+    if len(data) == 0:
+        raise UserError(f"{data.name} {data.split}: no images to draw pruning batches from")
+    batch_size = min(batch_size, len(data))
+    mean, std = channel_stats(data, device)
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(data), generator=g)
+        for start in range(0, len(data) - batch_size + 1, batch_size):
+            idx = order[start:start + batch_size]
+            yield normalize(data.images[idx].to(device), mean, std), data.labels[idx].to(device)
+
+
 def channel_stats(data: ClassificationData, device) -> tuple[torch.Tensor, torch.Tensor]:
     shape = (1, -1, 1, 1)
     return (torch.tensor(data.mean, device=device).view(shape), torch.tensor(data.std, device=device).view(shape))

@@ -5,6 +5,7 @@ import json
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -20,13 +21,15 @@ def machine_description() -> dict:
     return info
 
 
-def write_results(out_dir: Path, name: str, profile: str, results: dict, command: str | None = None) -> Path:
+def write_results(out_dir: Path, name: str, profile: str, results: dict, command: str | None = None,
+                  wall_time_s: float | None = None) -> Path:
     document = {
         "name": name,
         "profile": profile,
         "command": command or "metacompress " + " ".join(sys.argv[1:]),
         "machine": machine_description(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_s": wall_time_s,
         "results": results,
     }
     path = Path(out_dir) / "results.json"
@@ -36,6 +39,7 @@ def write_results(out_dir: Path, name: str, profile: str, results: dict, command
 
 def run_benchmark(module, name: str, profile: str, data_root, out_dir: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     results = module.run(profile=profile, data_root=data_root, out_dir=out_dir)
-    write_results(out_dir, name, profile, results)
+    write_results(out_dir, name, profile, results, wall_time_s=round(time.perf_counter() - started, 1))
     return results

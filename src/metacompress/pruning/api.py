@@ -2,7 +2,8 @@
 
 import math
 from dataclasses import dataclass
-from itertools import cycle
+from functools import partial
+from itertools import chain, cycle
 from typing import Iterable
 
 import torch
@@ -52,7 +53,8 @@ def prune_at_init(model: nn.Module, batches: Iterable, method: str, sparsity: fl
     scope = scope or DEFAULT_SCOPE.get(method, "global")
     criterion = CRITERIA[method]
     masks = full_masks(model, exclude)
-    stream = cycle(batches) if batches is not None else None
+    # A finite collection is reused cyclically by iterative methods; an iterator is drawn from as is.
+    stream = None if batches is None else batches if iter(batches) is batches else cycle(batches)
     was_training = model.training
     model.train()
     try:
@@ -87,3 +89,80 @@ def check_scores(scores: Scores, masks: Masks, method: str) -> None:
 def normalized(scores: Scores) -> Scores:
     total = sum(s[torch.isfinite(s)].abs().sum() for s in scores.values())
     return {n: torch.where(torch.isfinite(s), s / total, torch.zeros_like(s)).float() for n, s in scores.items()}
+
+
+# Structured criteria (thesis §3.2, §3.4.2) → the criterion that scores the channel masks.
+STRUCTURED_METHODS = {"3sp": "snip", "prospr": "prospr", "grasp": "grasp", "uniform": "random"}
+GRADIENT_MAGNITUDE = {"3sp", "prospr"}  # scores |∂L/∂c̃| that compute-aware pruning can divide by cost
+TARGETS = ("params", "flops")
+INITS = ("keep", "rescale", "reinit")
+
+
+@dataclass
+class StructuredPruningResult:
+    model: nn.Module  # the physically smaller network
+    keep: dict[str, torch.Tensor]  # 0/1 per channel, by channel group (its root layer's name)
+    scores: dict[str, torch.Tensor]
+    groups: list  # the ChannelGroups
+    params: tuple[int, int]  # before, after
+    flops: tuple[float, float]  # before, after (2 × MACs of conv/linear layers, one example)
+    removed: float  # fraction of the target quantity removed
+    seconds: float  # scoring time (choosing the channels and slicing the layers excluded, as in §A.2)
+    peak_memory_bytes: int
+
+
+def prune_channels_at_init(model: nn.Module, batches: Iterable, method: str, fraction: float,
+                           target: str = "params", compute_aware: bool = False, lam: float = 0.05,
+                           exclude: Iterable[str] = (), init: str = "keep", seed: int = 0,
+                           **options) -> StructuredPruningResult:
+    """Remove whole channels of ``model`` before training until ``fraction`` of its parameters or
+    FLOPs (``target``) are gone, and return the physically smaller network.
+
+    ``method``: 3sp (|∂L/∂c̃|, Algorithm 2), prospr (meta-gradient w.r.t. c̃ through M steps), grasp,
+    or uniform (random channels). ``compute_aware`` divides 3SP/ProsPr scores by each channel's
+    smoothed cost (λ = ``lam``, thesis Table 3.2 uses 0.05). ``init``: keep the initial weights,
+    ``rescale`` them by √(fan_out / pruned fan_out), or ``reinit`` the smaller network.
+    """
+    from metacompress.pruning import structured as st
+
+    if method not in STRUCTURED_METHODS:
+        raise UserError(f"unknown structured method {method!r} (choose from {', '.join(STRUCTURED_METHODS)})")
+    if not (isinstance(fraction, (int, float)) and 0 <= fraction < 1):
+        raise UserError(f"the fraction to remove must be in [0, 1), got {fraction!r}")
+    if target not in TARGETS or init not in INITS:
+        raise UserError(f"target must be one of {TARGETS} and init one of {INITS}, got {target!r}, {init!r}")
+    if compute_aware and method not in GRADIENT_MAGNITUDE:
+        raise UserError(f"compute-aware pruning divides gradient magnitudes by cost; {method} has none")
+    stream = iter(batches) if batches is not None else iter(())
+    first = next(stream, None)
+    if first is None:
+        raise UserError("structured pruning needs at least one batch but the loader is empty")
+    stream = chain([first], stream)
+    example = first[0][:1]
+    groups = st.channel_groups(model, example, exclude)
+    masks = st.full_channel_masks(groups)
+    was_training = model.training
+    model.train()
+    try:
+        with Measure(next(model.parameters()).device) as measured:
+            scores = CRITERIA[STRUCTURED_METHODS[method]](model, masks, stream, seed=seed, **options,
+                                                          masking=partial(st.channel_masking, model, groups))
+            if compute_aware:
+                scores = st.compute_aware(scores, st.channel_costs(model, groups, example), lam)
+    except RuntimeError as e:
+        raise UserError(f"{method}: the batches do not fit the model ({str(e).splitlines()[0]})") from None
+    finally:
+        model.train(was_training)
+    check_scores(scores, masks, method)
+    table = st.layer_costs(model, example)
+    before = (sum(p.numel() for p in model.parameters()), sum(c.flops for c in table.values()))
+    keep = st.channels_to_keep(scores, groups, table, before, fraction, target)
+    small = st.shrink(model, groups, keep, example)
+    if init == "rescale":
+        st.rescale_to_fan_out(small, table)
+    elif init == "reinit":
+        st.reinitialize(small, seed)
+    after = (sum(p.numel() for p in small.parameters()), sum(c.flops for c in st.layer_costs(small, example).values()))
+    index = TARGETS.index(target)
+    return StructuredPruningResult(small, keep, scores, groups, (before[0], after[0]), (before[1], after[1]),
+                                   1 - after[index] / before[index], measured.seconds, measured.peak_bytes)

@@ -2,6 +2,8 @@
 −θ ⊙ Hg, so the keep-score returned here is θ ⊙ Hg, with g the gradient of the loss at softmax
 temperature T = 200 on a class-balanced batch of 10 samples per class (the paper's settings)."""
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
@@ -31,18 +33,24 @@ def class_balanced_batch(batches, samples_per_class: int, num_classes: int | Non
 
 
 def score(model, masks: Masks, batches, temperature: float = 200.0, samples_per_class: int = 10,
-          num_classes: int | None = None, **_) -> Scores:
+          num_classes: int | None = None, masking=None, **_) -> Scores:
+    """θ ⊙ Hg over the masked weights; with channel ``masking`` (structured GraSP, thesis §3.4.1)
+    the variables are the channel masks c̃ = 1 and the score is c̃ ⊙ H_c̃ g_c̃."""
     x, y = class_balanced_batch(batches, samples_per_class, num_classes)
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     params = {name: p.detach() for name, p in model.named_parameters()}
-    weights = {name: (params[name] * masks[name]).requires_grad_(True) for name in masks}
+    if masking is None:
+        variables = {name: (params[name] * masks[name]).requires_grad_(True) for name in masks}
+    else:
+        variables = {name: m.detach().clone().requires_grad_(True) for name, m in masks.items()}
 
     def loss():
-        logits = functional_call(model, (params | weights, buffers), (x,)) / temperature
-        return F.cross_entropy(logits, y)
+        weights = params | variables if masking is None else params
+        return F.cross_entropy(functional_call(model, (weights, buffers), (x,)) / temperature, y)
 
-    g = torch.autograd.grad(loss(), list(weights.values()))
-    grads = torch.autograd.grad(loss(), list(weights.values()), create_graph=True)
-    z = sum((gi.detach() * gri).sum() for gi, gri in zip(g, grads))
-    hessian_g = torch.autograd.grad(z, list(weights.values()))
-    return {name: w.detach() * hg for (name, w), hg in zip(weights.items(), hessian_g)}
+    with masking(variables) if masking else nullcontext():
+        g = torch.autograd.grad(loss(), list(variables.values()))
+        grads = torch.autograd.grad(loss(), list(variables.values()), create_graph=True)
+        z = sum((gi.detach() * gri).sum() for gi, gri in zip(g, grads))
+        hessian_g = torch.autograd.grad(z, list(variables.values()))
+    return {name: v.detach() * hg for (name, v), hg in zip(variables.items(), hessian_g)}
