@@ -13,7 +13,7 @@ from metacompress.pruning.api import prune_channels_at_init
 from metacompress.pruning.criteria import prospr, snip
 from metacompress.pruning.structured import (channel_costs, channel_groups, channel_masking, channels_to_keep,
                                              compute_aware, estimated_cost, full_channel_masks, layer_costs,
-                                             mask_channels_in_place, shrink)
+                                             mask_channels_in_place, producer_costs, shrink)
 
 
 class ConcatNet(nn.Module):
@@ -135,16 +135,23 @@ class ThreeLayers(nn.Module):
 def test_compute_aware_scores_match_a_hand_computation():
     model, x = ThreeLayers(), torch.randn(1, 2, 8, 8)
     groups = channel_groups(model, x)
-    assert [g.name for g in sorted(groups, key=lambda g: g.name)] == ["conv1", "conv2"]
-    costs = channel_costs(model, groups, x)
-    assert costs["conv1"].tolist() == [2 * 9 * 64] * 4 and costs["conv2"].tolist() == [4 * 9 * 16] * 3
+    assert sorted(g.name for g in groups) == ["conv1", "conv2"]
+    layer = producer_costs(model, groups, x)
+    assert layer == {"conv1": 2 * 9 * 64, "conv2": 4 * 9 * 16}  # C_in·K²·H·W per output channel
+    costs = channel_costs(groups, layer)
+    assert costs["conv1"].tolist() == [1152.0] * 4 and costs["conv2"].tolist() == [576.0] * 3
     scores = {"conv1": torch.tensor([1.0, -2.0, 3.0, 4.0]), "conv2": torch.tensor([1.0, 2.0, 3.0])}
     lam = 0.1
-    total = 4 * 1152 + 3 * 576  # Σ over channels
-    c1, c2 = (1152 / total + lam) / (1 + lam), (576 / total + lam) / (1 + lam)
-    got = compute_aware(scores, costs, lam)
+    c1, c2 = (1152 / 1728 + lam) / (1 + lam), (576 / 1728 + lam) / (1 + lam)  # Σ_l c_l = 1728
+    got = compute_aware(scores, costs, 1728.0, lam)
     assert torch.allclose(got["conv1"], scores["conv1"].abs() / (c1 / c1))
     assert torch.allclose(got["conv2"], scores["conv2"].abs() / (c2 / c1))
+    # a coupled channel costs the sum over the layers producing it
+    resnet, xr = network("resnet20")
+    resnet_groups = channel_groups(resnet, xr[:1])
+    stage = next(g for g in resnet_groups if len(g.producers) == 4 and g.size == 32)
+    per_layer = producer_costs(resnet, resnet_groups, xr[:1])
+    assert channel_costs(resnet_groups, per_layer)[stage.name][0] == sum(per_layer[p] for p, _ in stage.producers)
 
 
 def test_channel_selection_removes_the_lowest_scores_until_the_target_is_met():

@@ -148,7 +148,8 @@ def prune_channels_at_init(model: nn.Module, batches: Iterable, method: str, fra
             scores = CRITERIA[STRUCTURED_METHODS[method]](model, masks, stream, seed=seed, **options,
                                                           masking=partial(st.channel_masking, model, groups))
             if compute_aware:
-                scores = st.compute_aware(scores, st.channel_costs(model, groups, example), lam)
+                layer_costs = st.producer_costs(model, groups, example)
+                scores = st.compute_aware(scores, st.channel_costs(groups, layer_costs), sum(layer_costs.values()), lam)
     except RuntimeError as e:
         raise UserError(f"{method}: the batches do not fit the model ({str(e).splitlines()[0]})") from None
     finally:

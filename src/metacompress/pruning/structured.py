@@ -145,34 +145,41 @@ def layer_output_shapes(model: nn.Module, example_input: torch.Tensor, names) ->
     return shapes
 
 
-def channel_costs(model: nn.Module, groups: list[ChannelGroup], example_input: torch.Tensor,
-                  ) -> dict[str, torch.Tensor]:
-    """Cost of each channel: Σ over the layers producing it of C_in·H·W·K² (Eq. 3.4 without the
-    constant 2), H × W being the layer's output size."""
+def producer_costs(model: nn.Module, groups: list[ChannelGroup], example_input: torch.Tensor) -> dict[str, float]:
+    """c_l = C_in·H·W·K² of one output channel of each prunable layer l (Eq. 3.4 without the
+    constant 2; H × W is the layer's output size, C_in its inputs per group)."""
     modules = dict(model.named_modules())
-    shapes = layer_output_shapes(model, example_input, [p for g in groups for p, _ in g.producers])
+    names = [p for g in groups for p, _ in g.producers]
+    shapes = layer_output_shapes(model, example_input, names)
+    costs = {}
+    for name in names:
+        layer = modules[name]
+        if isinstance(layer, nn.Linear):
+            costs[name] = float(layer.in_features * math.prod(shapes[name][1:-1]))  # tokens, if any
+        else:
+            costs[name] = float(layer.in_channels // layer.groups * math.prod(layer.kernel_size)
+                                * math.prod(shapes[name][2:]))
+    return costs
+
+
+def channel_costs(groups: list[ChannelGroup], layer_costs: dict[str, float]) -> dict[str, torch.Tensor]:
+    """Cost of removing each channel: Σ of c_l over the coupled layers that produce it."""
     costs = {}
     for g in groups:
         cost = torch.zeros(g.size, dtype=torch.float64)
-        for p, roots in g.producers:
-            layer = modules[p]
-            if isinstance(layer, nn.Linear):
-                per_channel = layer.in_features * math.prod(shapes[p][1:-1])  # tokens, if any
-            else:
-                per_channel = layer.in_channels // layer.groups * math.prod(layer.kernel_size) * math.prod(shapes[p][2:])
-            cost.index_add_(0, torch.tensor(roots), torch.full((len(roots),), float(per_channel), dtype=torch.float64))
+        for name, roots in g.producers:
+            cost[list(roots)] += layer_costs[name]
         costs[g.name] = cost
     return costs
 
 
-def compute_aware(scores: dict[str, torch.Tensor], costs: dict[str, torch.Tensor], lam: float,
+def compute_aware(scores: dict[str, torch.Tensor], costs: dict[str, torch.Tensor], total: float, lam: float,
                   ) -> dict[str, torch.Tensor]:
-    """Retention scores R = |g| / c̃ (Eq. 3.5, Algorithm 2 lines 3–7): per-channel costs normalized
-    to sum to 1, Laplace-smoothed by λ (c̄ + λ)/(1 + λ), then divided by their maximum. With λ on
-    the normalized costs it is scale-free: λ = 0 follows compute only, large λ recovers plain 3SP."""
+    """Retention scores R = |g| / c̃ (Eq. 3.5, Algorithm 2 lines 3–7). ``total`` = Σ_l c_l over the
+    layers, so c̄ = c / total is the layer-normalized cost of Eq. 3.4; it is Laplace-smoothed,
+    (c̄ + λ)/(1 + λ), and divided by its maximum. λ = 0 follows compute only; large λ is plain 3SP."""
     if lam < 0:
         raise UserError(f"the compute smoothing λ must be ≥ 0, got {lam}")
-    total = sum(float(cost.sum()) for cost in costs.values())
     smoothed = {name: (costs[name] / total + lam) / (1 + lam) for name in scores}
     top = max(float(c.max()) for c in smoothed.values())
     return {name: (s.abs() / (smoothed[name] / top)).to(s.dtype) for name, s in scores.items()}
