@@ -35,6 +35,7 @@ from metacompress.pruning.experiment import PruneSettings, prune_and_train, prun
 from metacompress.recipes import load_experiment_data, spec_for  # noqa: E402
 from metacompress.training import TrainConfig, shuffled_batches  # noqa: E402
 
+COST_MODEL = ("resnet20", "cifar10")  # where ProsPr's cost is measured against a training step
 SPARSITIES_PAPER = tuple(round(1 - 0.8**k, 4) for k in range(1, 19))  # Table A.2's columns
 SPARSITIES_CPU = tuple(round(1 - 0.8**k, 4) for k in (6, 10, 14, 18))  # 73.8, 89.3, 95.6, 98.2 %
 
@@ -156,9 +157,6 @@ def summarize(setting: Setting, runs: list[dict]) -> dict:
         summary["prospr_minus_snip"] = [round(p - s, 4) for p, s in
                                         zip(table["prospr"]["accuracy_mean"], table["snip"]["accuracy_mean"])]
     return summary
-
-
-COST_MODEL = ("resnet20", "cifar10")  # the issue's acceptance measurement
 
 
 def prospr_cost(data_root, model_name: str, dataset: str, batch_size: int = 128, repeats: int = 5) -> dict:
