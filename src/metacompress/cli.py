@@ -135,9 +135,8 @@ def command_train(args) -> dict:
 
 
 def command_prune(args) -> dict:
-    from metacompress.pruning.experiment import PruneSettings, prune_and_train
-
     from metacompress.pruning import METHODS
+    from metacompress.pruning.experiment import PruneSettings, prune_and_train
 
     if (args.method in METHODS) != (not args.structured or args.method in ("prospr", "grasp")):
         raise UserError(f"--method {args.method} is {'un' if args.method in METHODS else ''}structured: "

@@ -1,6 +1,7 @@
 """What a model costs to store and run: parameters, FLOPs, bytes on disk, single-example CPU
 latency and training-step time (GPU too when there is one), each time the median of repeats."""
 
+import copy
 import statistics
 import time
 
@@ -10,6 +11,8 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from metacompress.models import module_mode
+
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -17,12 +20,9 @@ def count_params(model: nn.Module) -> int:
 
 def count_flops(model: nn.Module, example: torch.Tensor) -> int:
     """FLOPs (2 × multiply-accumulates) of one forward pass on ``example`` (batch of one)."""
-    was_training = model.training
-    model.eval()
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
+    with torch.no_grad(), module_mode(model, training=False), counter:
         model(example)
-    model.train(was_training)
     return counter.get_total_flops()
 
 
@@ -47,29 +47,29 @@ def median_seconds(step, repeats: int, warmup: int = 3, synchronize=lambda: None
 @torch.no_grad()
 def prediction_seconds(model: nn.Module, example: torch.Tensor, repeats: int = 50) -> float:
     """Median time to classify one example in eval mode (thesis Table 3.2's 'prediction time')."""
-    was_training = model.training
-    model.eval()
-    try:
+    with module_mode(model, training=False):
         return median_seconds(lambda: model(example), repeats)
-    finally:
-        model.train(was_training)
+
+
+def sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 1e-3):
+    """A function doing one SGD step (momentum 0.9, weight decay 5e-4) of ``model`` on (x, y)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    return step
 
 
 def training_step_seconds(model: nn.Module, example: torch.Tensor, num_classes: int, batch_size: int = 128,
                           repeats: int = 10, device: str = "cpu") -> float:
     """Median time of one SGD step (forward, backward, update) on a random batch, on a copy of the model."""
-    import copy
-
     net = copy.deepcopy(model).to(device).train()
-    optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
     x = torch.randn((batch_size, *example.shape[1:]), device=device)
     y = torch.randint(0, num_classes, (batch_size,), device=device)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), y).backward()
-        optimizer.step()
-
+    step = sgd_step(net, x, y)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     return median_seconds(step, repeats, synchronize=sync)
 

@@ -23,7 +23,7 @@ from metacompress.checkpoint import checkpoint_stem, load_checkpoint, save_check
 from metacompress.data import ClassificationData
 from metacompress.distributed import DistContext, all_reduce_sum, barrier, init_distributed
 from metacompress.errors import UserError
-from metacompress.models import ModelSpec, model_from_spec
+from metacompress.models import ModelSpec, model_from_spec, module_mode
 
 
 @dataclass
@@ -169,19 +169,17 @@ def evaluate(model: nn.Module, data: ClassificationData, batch_size: int = 1000,
     """Top-1 accuracy and mean loss; under DDP each process scores a shard and the sums are reduced."""
     ctx = ctx or init_distributed()
     mean, std = channel_stats(data, ctx.device)
-    was_training = model.training
-    model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # correct, loss sum, count
     shard = torch.arange(ctx.rank, len(data), ctx.world_size)
-    for start in range(0, len(shard), batch_size):
-        idx = shard[start:start + batch_size]
-        x = normalize(data.images[idx].to(ctx.device), mean, std)
-        y = data.labels[idx].to(ctx.device)
-        logits = model(x)
-        totals += torch.stack([(logits.argmax(1) == y).sum().double(),
-                               F.cross_entropy(logits, y, reduction="sum").double(),
-                               torch.tensor(float(len(idx)), dtype=torch.float64, device=ctx.device)])
-    model.train(was_training)
+    with module_mode(model, training=False):
+        for start in range(0, len(shard), batch_size):
+            idx = shard[start:start + batch_size]
+            x = normalize(data.images[idx].to(ctx.device), mean, std)
+            y = data.labels[idx].to(ctx.device)
+            logits = model(x)
+            totals += torch.stack([(logits.argmax(1) == y).sum().double(),
+                                   F.cross_entropy(logits, y, reduction="sum").double(),
+                                   torch.tensor(float(len(idx)), dtype=torch.float64, device=ctx.device)])
     correct, loss, count = all_reduce_sum(totals, ctx).tolist()
     return {"accuracy": correct / count, "loss": loss / count, "count": int(count)}
 

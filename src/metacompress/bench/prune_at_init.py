@@ -25,10 +25,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from metacompress.bench.runs import append_run, mean_std, read_runs, run_key, training_subset  # noqa: E402
-from metacompress.cost import median_seconds  # noqa: E402
+from metacompress.cost import median_seconds, sgd_step  # noqa: E402
 from metacompress.measure import peak_tensor_bytes  # noqa: E402
 from metacompress.models import model_from_spec  # noqa: E402
 from metacompress.pruning.experiment import PruneSettings, prune_and_train, prune_model  # noqa: E402
@@ -90,10 +89,10 @@ def run(profile: str, data_root, out_dir: Path) -> dict:
     results = {}
     for name, setting in PROFILES[profile].items():
         runs = []
-        for variant, options, sparsity, seed in grid(setting):
+        for variant, method, options, sparsity, seed in grid(setting):
             key = run_key(name, setting, variant, sparsity, seed)
-            runs.append(done.get(key) or append_run(log, key, one_run(setting, variant, options, sparsity, seed,
-                                                                       data_root)))
+            runs.append(done.get(key) or append_run(log, key, one_run(setting, variant, method, options, sparsity,
+                                                                       seed, data_root)))
         results[name] = summarize(setting, runs)
     results["prospr-cost"] = prospr_cost(data_root, *COST_MODEL)
     if profile == "paper":
@@ -103,19 +102,19 @@ def run(profile: str, data_root, out_dir: Path) -> dict:
 
 
 def grid(setting: Setting):
-    """(variant label, criterion options, sparsity, seed) for every run of a setting."""
+    """(variant label, criterion, criterion options, sparsity, seed) for every run of a setting."""
     if setting.meta_steps:
-        variants = [(f"prospr-M{m}", {"steps": m, "same_batch": True}) for m in setting.meta_steps]
+        variants = [(f"prospr-M{m}", "prospr", {"steps": m, "same_batch": True}) for m in setting.meta_steps]
     else:
-        variants = [(v, VARIANTS[v][1]) for v in setting.variants]
-    return [(label, options, s, seed) for label, options in variants for s in setting.sparsities for seed in setting.seeds]
+        variants = [(v, *VARIANTS[v]) for v in setting.variants]
+    return [(label, method, options, s, seed) for label, method, options in variants
+            for s in setting.sparsities for seed in setting.seeds]
 
 
-def one_run(setting: Setting, variant: str, options: dict, sparsity: float, seed: int, data_root) -> dict:
+def one_run(setting: Setting, variant: str, method: str, options: dict, sparsity: float, seed: int,
+            data_root) -> dict:
     train_data, eval_sets = experiment_data(setting, data_root)
-    method = "prospr" if variant.startswith("prospr") else VARIANTS[variant][0]
-    rounds = setting.rounds.get(method)
-    settings = PruneSettings(method, sparsity, rounds=rounds, options=options)
+    settings = PruneSettings(method, sparsity, rounds=setting.rounds.get(method), options=options)
     config = replace(setting.config, seed=seed)
     result, pruned = prune_and_train(spec_for(setting.model, train_data), train_data, eval_sets, config, settings,
                                      progress=False)
@@ -166,15 +165,7 @@ def prospr_cost(data_root, model_name: str, dataset: str, batch_size: int = 128,
     spec = spec_for(model_name, train_data)
     batches = shuffled_batches(train_data, batch_size, seed=0)
     torch.manual_seed(0)
-    model = model_from_spec(spec)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    x, y = next(batches)
-
-    def training_step():
-        optimizer.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
-
+    training_step = sgd_step(model_from_spec(spec), *next(batches), lr=0.1)
     step = median_seconds(training_step, repeats)
     costs = {"model": model_name, "dataset": dataset, "batch_size": batch_size, "training_step_s": step,
              "training_step_peak_tensor_mb": peak_tensor_bytes(training_step) / 2**20}

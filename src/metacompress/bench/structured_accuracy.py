@@ -4,11 +4,11 @@ VGG-19 (§A.1) with 80 / 90 / 95 % of its parameters removed by Uniform, 3SP, 3S
 3SP and compute-aware 3SP. A setting that would empty a layer is recorded as refused.
 
 CPU profile: two epochs on a fixed 3,072-image part of the genuine CIFAR-10 subset (48 steps at
-batch 128, lr 0.1 then 0.01), scored on the 1,000 genuine test images; 3 seeds for the table; the FLOPs curve has 2 points and
-1 seed (on the CPU, 3SP-vs-CA at 50 and 80 % is what fits beside the table). These networks are barely trained, so the numbers compare criteria at an equal, tiny
-budget; they say nothing about converged accuracy. Paper profile: §A.1's recipe (160 epochs,
-lr 0.1 halved at 80 and 120, batch 128) on a user-supplied full CIFAR-10, 5 seeds, with the
-thesis' numbers stored beside ours.
+batch 128, lr 0.1 then 0.01), scored on the 1,000 genuine test images; 3 seeds for the table; the
+FLOPs curve has 2 points (50, 80 %) and 1 seed, which is what fits beside the table. These networks
+are barely trained, so the numbers compare criteria at an equal, tiny budget; they say nothing
+about converged accuracy. Paper profile: §A.1's recipe (160 epochs, lr 0.1 halved at 80 and 120,
+batch 128) on a user-supplied full CIFAR-10, 5 seeds, with the thesis' numbers stored beside ours.
 """
 
 from dataclasses import asdict, dataclass, replace

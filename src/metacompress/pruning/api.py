@@ -9,8 +9,10 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from metacompress.cost import count_params
 from metacompress.errors import UserError
 from metacompress.measure import Measure
+from metacompress.models import module_mode
 from metacompress.pruning.criteria import CRITERIA
 from metacompress.pruning.masks import (Masks, Scores, apply_masks, density, full_masks, kept_fractions,
                                         masks_from_scores)
@@ -55,21 +57,16 @@ def prune_at_init(model: nn.Module, batches: Iterable, method: str, sparsity: fl
     masks = full_masks(model, exclude)
     # A finite collection is reused cyclically by iterative methods; an iterator is drawn from as is.
     stream = None if batches is None else batches if iter(batches) is batches else cycle(batches)
-    was_training = model.training
-    model.train()
-    try:
-        with Measure(next(model.parameters()).device) as measured:
-            for k in range(1, rounds + 1):
-                try:
-                    scores = criterion(model, masks, stream, **options)
-                except RuntimeError as e:  # shape mismatches between batches and model, mostly
-                    raise UserError(f"{method}: the batches do not fit the model ({str(e).splitlines()[0]})") from None
-                check_scores(scores, masks, method)
-                if method not in RESURRECTING:
-                    scores = {n: torch.where(masks[n] > 0, s, -math.inf) for n, s in scores.items()}
-                masks = masks_from_scores(scores, (1 - sparsity) ** (k / rounds), scope)
-    finally:
-        model.train(was_training)
+    with module_mode(model, training=True), Measure(next(model.parameters()).device) as measured:
+        for k in range(1, rounds + 1):
+            try:
+                scores = criterion(model, masks, stream, **options)
+            except RuntimeError as e:  # shape mismatches between batches and model, mostly
+                raise UserError(f"{method}: the batches do not fit the model ({str(e).splitlines()[0]})") from None
+            check_scores(scores, masks, method)
+            if method not in RESURRECTING:
+                scores = {n: torch.where(masks[n] > 0, s, -math.inf) for n, s in scores.items()}
+            masks = masks_from_scores(scores, (1 - sparsity) ** (k / rounds), scope)
     if apply:
         apply_masks(model, masks)
     return PruningResult(masks, normalized(scores), kept_fractions(masks), 1 - density(masks),
@@ -141,10 +138,8 @@ def prune_channels_at_init(model: nn.Module, batches: Iterable, method: str, fra
     example = first[0][:1]
     groups = st.channel_groups(model, example, exclude)
     masks = st.full_channel_masks(groups)
-    was_training = model.training
-    model.train()
     try:
-        with Measure(next(model.parameters()).device) as measured:
+        with module_mode(model, training=True), Measure(next(model.parameters()).device) as measured:
             scores = CRITERIA[STRUCTURED_METHODS[method]](model, masks, stream, seed=seed, **options,
                                                           masking=partial(st.channel_masking, model, groups))
             if compute_aware:
@@ -152,18 +147,16 @@ def prune_channels_at_init(model: nn.Module, batches: Iterable, method: str, fra
                 scores = st.compute_aware(scores, st.channel_costs(groups, layer_costs), sum(layer_costs.values()), lam)
     except RuntimeError as e:
         raise UserError(f"{method}: the batches do not fit the model ({str(e).splitlines()[0]})") from None
-    finally:
-        model.train(was_training)
     check_scores(scores, masks, method)
     table = st.layer_costs(model, example)
-    before = (sum(p.numel() for p in model.parameters()), sum(c.flops for c in table.values()))
+    before = (count_params(model), sum(c.flops for c in table.values()))
     keep = st.channels_to_keep(scores, groups, table, before, fraction, target)
     small = st.shrink(model, groups, keep, example)
     if init == "rescale":
         st.rescale_to_fan_out(small, table)
     elif init == "reinit":
         st.reinitialize(small, seed)
-    after = (sum(p.numel() for p in small.parameters()), sum(c.flops for c in st.layer_costs(small, example).values()))
+    after = (count_params(small), sum(c.flops for c in st.layer_costs(small, example).values()))
     index = TARGETS.index(target)
     return StructuredPruningResult(small, keep, scores, groups, (before[0], after[0]), (before[1], after[1]),
                                    1 - after[index] / before[index], measured.seconds, measured.peak_bytes)

@@ -21,6 +21,7 @@ import torch_pruning as tp
 from torch import nn
 
 from metacompress.errors import UserError
+from metacompress.models import module_mode
 
 PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -47,8 +48,7 @@ def final_layer(model: nn.Module, example_input: torch.Tensor) -> str:
     handles = [m.register_forward_hook(lambda mod, i, o, n=name: order.append(n))
                for name, m in model.named_modules() if isinstance(m, PRODUCERS)]
     try:
-        with torch.no_grad():
-            model.eval()
+        with torch.no_grad(), module_mode(model, training=False):
             model(example_input)
     finally:
         for h in handles:
@@ -59,13 +59,12 @@ def final_layer(model: nn.Module, example_input: torch.Tensor) -> str:
 
 
 def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
-    was_training = model.training
+    """Torch-Pruning's graph, traced in eval mode so that BatchNorm statistics are left alone."""
     try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+        with module_mode(model, training=False):
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
     except Exception as e:  # tracing failures surface as many exception types
         raise UserError(f"cannot trace {type(model).__name__} to find its channel groups: {e}") from None
-    finally:
-        model.train(was_training)
 
 
 def group_members(group, names: dict, kinds: tuple, on_side) -> Members:
@@ -134,11 +133,8 @@ def layer_output_shapes(model: nn.Module, example_input: torch.Tensor, names) ->
 
     handles = [modules[n].register_forward_hook(partial(record, n)) for n in names]
     try:
-        with torch.no_grad():
-            was_training = model.training
-            model.eval()
+        with torch.no_grad(), module_mode(model, training=False):
             model(example_input)
-            model.train(was_training)
     finally:
         for h in handles:
             h.remove()

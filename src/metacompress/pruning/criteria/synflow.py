@@ -6,6 +6,7 @@ import torch
 from torch.func import functional_call
 
 from metacompress.errors import UserError
+from metacompress.models import module_mode
 from metacompress.pruning.masks import Masks, Scores
 
 
@@ -17,12 +18,8 @@ def score(model, masks: Masks, batches=None, input_shape: tuple[int, ...] | None
     params = {name: p.detach().double().abs() for name, p in model.named_parameters()}
     weights = {name: (params[name] * masks[name].double()).requires_grad_(True) for name in masks}
     buffers = {name: (b.double() if b.is_floating_point() else b) for name, b in model.named_buffers()}
-    was_training = model.training
-    model.eval()
-    try:
+    with module_mode(model, training=False):
         ones = torch.ones((1, *input_shape), dtype=torch.float64)
         total = functional_call(model, (params | weights, buffers), (ones,)).sum()
         grads = torch.autograd.grad(total, list(weights.values()))
-    finally:
-        model.train(was_training)
     return {name: (g * w.detach()).abs() for (name, w), g in zip(weights.items(), grads)}
