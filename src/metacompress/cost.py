@@ -51,6 +51,24 @@ def prediction_seconds(model: nn.Module, example: torch.Tensor, repeats: int = 5
         return median_seconds(lambda: model(example), repeats)
 
 
+@torch.no_grad()
+def compare_prediction_seconds(models: dict[str, nn.Module], example: torch.Tensor, rounds: int = 15,
+                               repeats: int = 20, threads: int | None = None) -> dict[str, float]:
+    """Single-example prediction time of several models, measured in alternating rounds so that
+    drifting machine load affects them all alike: the median over rounds of each round's median.
+    ``threads`` pins torch's intra-op thread count for the measurement (None = leave it)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        per_round = {name: [] for name in models}
+        for _ in range(rounds):
+            for name, model in models.items():
+                per_round[name].append(prediction_seconds(model, example, repeats))
+        return {name: statistics.median(times) for name, times in per_round.items()}
+    finally:
+        torch.set_num_threads(previous)
+
+
 def sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 1e-3):
     """A function doing one SGD step (momentum 0.9, weight decay 5e-4) of ``model`` on (x, y)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)

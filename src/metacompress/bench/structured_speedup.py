@@ -3,7 +3,8 @@
 compute-aware 3SP (λ = 0.05, as in Table 3.2), against the unpruned network.
 
 Measured per network: parameters, FLOPs, safetensors size, single-image CPU prediction time
-(median of 100), CPU training-step time at batch 128 (median of 10), the epoch time and test
+(all of a model's configurations timed in alternating rounds, so that machine-load drift hits them
+alike; with all torch threads and with one), CPU training-step time at batch 128 (median of 10), the epoch time and test
 accuracy of a short training run, and the pruning (scoring) time. A configuration that would
 empty a layer is recorded as refused, with the reason — the thesis reports that plain 3SP cannot
 remove more than ~75 % of VGG-19's FLOPs without removing whole layers.
@@ -25,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from metacompress.bench.runs import training_subset  # noqa: E402
-from metacompress.cost import cost_report  # noqa: E402
+from metacompress.cost import compare_prediction_seconds, cost_report  # noqa: E402
 from metacompress.errors import UserError  # noqa: E402
 from metacompress.models import model_from_spec  # noqa: E402
 from metacompress.pruning.api import prune_channels_at_init  # noqa: E402
@@ -64,10 +65,15 @@ def run(profile: str, data_root, out_dir: Path) -> dict:
                "lambda": LAMBDA, "models": {}}
     for name in settings["models"]:
         spec = spec_for(name, train_data)
-        rows = {}
+        rows, models = {}, {}
         for label, prune in CONFIGS.items():
-            rows[label] = measure(spec, prune, train_data, eval_sets, example, config)
+            rows[label], model = measure(spec, prune, train_data, eval_sets, example, config)
+            if model is not None:
+                models[label] = model
             print(f"{name} {label}: {rows[label]}", flush=True)
+        for key, threads in (("cpu_prediction_ms", None), ("cpu_prediction_1thread_ms", 1)):
+            for label, seconds in compare_prediction_seconds(models, example, threads=threads).items():
+                rows[label][key] = 1e3 * seconds
         add_speedups(rows)
         results["models"][name] = rows
     if profile == "paper":
@@ -88,7 +94,7 @@ def measure(spec, prune, train_data, eval_sets, example, config: TrainConfig) ->
             pruned = prune_channels_at_init(model, batches, "3sp", fraction, target="flops",
                                             compute_aware=compute_aware, lam=LAMBDA, seed=config.seed)
         except UserError as e:
-            return {"refused": str(e)}
+            return {"refused": str(e)}, None
         model = pruned.model
         row |= {"flops_removed": pruned.removed, "pruning_ms": 1e3 * pruned.seconds,
                 "pruning_with_slicing_ms": 1e3 * (time.perf_counter() - started)}
@@ -96,7 +102,7 @@ def measure(spec, prune, train_data, eval_sets, example, config: TrainConfig) ->
     result = train(spec, train_data, eval_sets, config, model=model, progress=False)
     row |= {"epoch_time_s": sum(r["epoch_time_s"] for r in result.history) / len(result.history),
             "test_accuracy": result.final["test_accuracy"]}
-    return row
+    return row, model
 
 
 def add_speedups(rows: dict) -> None:
@@ -105,6 +111,7 @@ def add_speedups(rows: dict) -> None:
         if "refused" in row:
             continue
         row["speedup"] = {"cpu_prediction": base["cpu_prediction_ms"] / row["cpu_prediction_ms"],
+                          "cpu_prediction_1thread": base["cpu_prediction_1thread_ms"] / row["cpu_prediction_1thread_ms"],
                           "cpu_train_step": base["cpu_train_step_ms"] / row["cpu_train_step_ms"],
                           "epoch": base["epoch_time_s"] / row["epoch_time_s"],
                           "size": base["disk_bytes"] / row["disk_bytes"], "flops": base["flops"] / row["flops"]}
@@ -113,7 +120,7 @@ def add_speedups(rows: dict) -> None:
 def plot(results: dict, path: Path) -> None:
     models = results["models"]
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
-    kinds = ("flops", "cpu_prediction", "cpu_train_step", "size")
+    kinds = ("flops", "cpu_prediction", "cpu_prediction_1thread", "cpu_train_step", "size")
     for ax, (name, rows) in zip(axes[0], models.items()):
         labels = [label for label, row in rows.items() if "speedup" in row and label != "original"]
         width = 0.8 / len(kinds)
