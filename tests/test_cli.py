@@ -135,3 +135,59 @@ def test_structured_only_methods_need_the_flag():
     out = run(["prune", "--model", "lenet5", "--dataset", "mnist-sample", "--method", "synflow", "--structured",
                "--sparsity", "0.5"])
     assert out.returncode == 2 and "drop --structured" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_lenet(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lenet")
+    result = run(["train", "--model", "lenet5", "--dataset", "mnist-sample", "--epochs", "5", "--out", str(out),
+                  "--no-progress"])
+    assert result.returncode == 0, result.stderr
+    return out / "checkpoint"
+
+
+def test_quantize_cli_reports_ptq_accuracy_per_bit_width(trained_lenet):
+    out = run(["quantize", "--checkpoint", str(trained_lenet), "--model", "lenet5", "--dataset", "mnist-sample",
+               "--w-bits", "8,2", "--a-bits", "8", "--json"])
+    assert out.returncode == 0, out.stderr
+    accuracy = last_json(out.stdout)["accuracy"]
+    assert list(accuracy) == ["FP", "(8,8)", "(2,8)"]
+    assert accuracy["FP"] > 0.8 and abs(accuracy["(8,8)"] - accuracy["FP"]) <= 0.02
+    assert accuracy["(2,8)"] < accuracy["FP"] - 0.05
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "resnet20"], "holds a lenet5, not a resnet20"),
+    (["--model", "lenet5", "--w-bits", "1"], "bit-width must be an integer from 2 to 16"),
+    (["--model", "lenet5", "--a-bits", "4,x"], "comma-separated integers or fp"),
+])
+def test_quantize_cli_refuses_bad_bits_and_mismatched_checkpoints(trained_lenet, args, message):
+    out = run(["quantize", "--checkpoint", str(trained_lenet), "--dataset", "mnist-sample", *args])
+    assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_robustify_cli_fine_tunes_with_the_l1_penalty_and_saves_the_model(trained_lenet, tmp_path):
+    out = run(["robustify", "--checkpoint", str(trained_lenet), "--model", "lenet5", "--dataset", "mnist-sample",
+               "--reg", "l1", "--lam", "1e-3", "--method", "finite-difference", "--epochs", "1",
+               "--w-bits", "4", "--a-bits", "4",
+               "--out", str(tmp_path / "r"), "--no-progress", "--json"])
+    assert out.returncode == 0, out.stderr
+    summary = last_json(out.stdout)
+    assert summary["final_penalty"] > 0 and set(summary["accuracy_after"]) == {"FP", "(4,4)"}
+    assert summary["method"] == "finite-difference"
+    assert summary["accuracy_after"]["FP"] > 0.8
+    _, info = load_checkpoint(tmp_path / "r" / "checkpoint")
+    assert info["robustify"] == {"reg": "l1", "lam": 1e-3}
+
+
+def test_demo_runs_end_to_end_and_writes_its_report(tmp_path):
+    out = run(["demo", "--out", str(tmp_path / "demo"), "--json"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    summary = last_json(out.stdout)
+    assert summary["lenet5_mnist_sample_test_accuracy"] > 0.9
+    ptq = summary["ptq_accuracy"]
+    assert set(ptq) == {"no regularizer", "gradient ℓ1"}
+    for row in ptq.values():
+        assert list(row) == ["FP", "(8,4)", "(4,4)", "(3,3)", "(2,4)"] and row["FP"] > 0.85
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "ProsPr vs SNIP" in report and "gradient-ℓ1" in report

@@ -44,6 +44,23 @@ def add_training_args(p, models, datasets):
     add_json(p)
 
 
+def add_quantization_args(p, models, datasets):
+    p.add_argument("--checkpoint", required=True, help="trained model (checkpoint.safetensors + .json)")
+    p.add_argument("--model", required=True, choices=models, help="the architecture the checkpoint must hold")
+    p.add_argument("--dataset", required=True, choices=datasets)
+    p.add_argument("--w-bits", default="8,6,4", help="comma-separated weight widths (2–16, or fp)")
+    p.add_argument("--a-bits", default="4", help="comma-separated activation widths (2–16, or fp)")
+    p.add_argument("--per-channel", action="store_true", help="one weight scale per output channel")
+    p.add_argument("--weight-range", choices=("minmax", "mse"), default="minmax")
+    p.add_argument("--act-range", choices=("bn", "minmax", "mse"), default="bn",
+                   help="bn: β ± kγ of the BatchNorm feeding each activation (§4.3.1); else calibration")
+    p.add_argument("--bn-k", type=float, default=6.0, help="--act-range bn: k")
+    p.add_argument("--first-last-bits", type=int, help="quantize the first and last layers' weights at this width")
+    p.add_argument("--seed", type=int, default=0)
+    add_data_root(p)
+    add_json(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from metacompress.data import CLASSIFICATION_DATASETS
     from metacompress.models import MODEL_NAMES
@@ -81,6 +98,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inner-lr", type=float, default=0.1, help="ProsPr: inner SGD learning rate")
     p.add_argument("--first-order", action="store_true", help="ProsPr: first-order approximation (Eq. 3.20)")
     p.add_argument("--same-batch", action="store_true", help="ProsPr: one batch for every inner step and the meta-loss")
+
+    p = commands.add_parser("quantize", help="post-training quantization accuracy of a trained classifier")
+    add_quantization_args(p, MODEL_NAMES, CLASSIFICATION_DATASETS)
+
+    p = commands.add_parser("robustify", help="fine-tune a trained classifier with a quantization-robustness "
+                                              "regularizer, then report its post-training quantization accuracy")
+    add_quantization_args(p, MODEL_NAMES, CLASSIFICATION_DATASETS)
+    p.add_argument("--reg", required=True, choices=("l1", "l2", "dq", "none"),
+                   help="l1: gradient ℓ1 (thesis Eq. 4.3); l2: gradient ℓ2; dq: Defensive Quantization; none: plain")
+    p.add_argument("--lam", type=float, required=True, help="regularization strength λ (λ_w = λ_y, §4.3.1)")
+    p.add_argument("--method", choices=("exact", "finite-difference"), default="exact",
+                   help="l1/l2: exact double backprop, or a finite-difference Hessian-vector product (~2× cheaper)")
+    p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs with the regularizer")
+    p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate (constant)")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--out", help="folder for the fine-tuned checkpoint (default runs/<model>-<dataset>-<reg>)")
+    p.add_argument("--no-progress", action="store_true")
 
     p = commands.add_parser("bench", help="run a benchmark and write benchmarks/results/<name>/")
     p.add_argument("name", choices=sorted(bench_names()))
@@ -181,6 +216,76 @@ def command_prune(args) -> dict:
     return summary
 
 
+def quantization_setup(args):
+    """The checkpoint's model (checked against --model), the data, and the PTQ grid of the arguments."""
+    from itertools import product
+
+    from metacompress.quantization.evaluation import calibration_batches, parse_bits
+    from metacompress.recipes import load_experiment_data
+    from metacompress.training import load_model
+
+    model, info = load_model(args.checkpoint)
+    if info["model"]["name"] != args.model:
+        raise UserError(f"{args.checkpoint}: holds a {info['model']['name']}, not a {args.model}")
+    train_data, eval_sets = load_experiment_data(args.dataset, args.data_root)
+    if info["model"]["num_classes"] != len(train_data.classes):
+        raise UserError(f"{args.checkpoint}: has {info['model']['num_classes']} classes, "
+                        f"{args.dataset} has {len(train_data.classes)}")
+    try:
+        configs = [(None, None)] + list(product(parse_bits(args.w_bits), parse_bits(args.a_bits)))
+    except ValueError:
+        raise UserError(f"bit-widths must be comma-separated integers or fp, got {args.w_bits!r} / {args.a_bits!r}")
+    options = {"per_channel": args.per_channel, "weight_range": args.weight_range, "act_range": args.act_range,
+               "bn_k": args.bn_k, "first_last_bits": args.first_last_bits}
+    return model, info, train_data, eval_sets["test"], configs, calibration_batches(train_data, seed=args.seed), options
+
+
+def command_quantize(args) -> dict:
+    from metacompress.quantization.evaluation import ptq_accuracies
+
+    model, _, _, test_data, configs, calibration, options = quantization_setup(args)
+    accuracies = ptq_accuracies(model, configs, test_data, calibration, **options)
+    summary = {"command": "quantize", "checkpoint": args.checkpoint, "model": args.model, "dataset": args.dataset,
+               "test_size": len(test_data), "options": options, "accuracy": accuracies}
+    for label, accuracy in accuracies.items():
+        print(f"{label:>12}: {100 * accuracy:6.2f} %")
+    return summary
+
+
+def command_robustify(args) -> dict:
+    from metacompress.models import ModelSpec
+    from metacompress.quantization.evaluation import ptq_accuracies
+    from metacompress.quantization.regularizers import Regularizer, recorded_activations
+    from metacompress.training import TrainConfig, save_model, train
+
+    model, info, train_data, test_data, configs, calibration, options = quantization_setup(args)
+    before = ptq_accuracies(model, configs, test_data, calibration, **options)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, milestones=(),
+                         weight_decay=args.weight_decay, augment=info.get("config", {}).get("augment", False),
+                         seed=args.seed)
+    spec = ModelSpec(**info["model"])
+    started = time.perf_counter()
+    with recorded_activations(model) as activations:
+        if args.reg == "none":
+            regularizer = Regularizer("l1", 0.0, activations)
+        else:
+            regularizer = Regularizer(args.reg, args.lam, activations,
+                                      method="exact" if args.reg == "dq" else args.method)
+        result = train(spec, train_data, {}, config, model=model, progress=not args.no_progress,
+                       backward=regularizer)
+    seconds = time.perf_counter() - started
+    out = Path(args.out or f"runs/{args.model}-{args.dataset}-{args.reg}")
+    save_model(out / "checkpoint", model, spec, train_data, {"robustify": {"reg": args.reg, "lam": args.lam}})
+    after = ptq_accuracies(model, configs, test_data, calibration, **options)
+    print(f"{'':>12}  {'before':>8}  {'after':>8}")
+    for label in before:
+        print(f"{label:>12}: {100 * before[label]:7.2f}%  {100 * after[label]:7.2f}%")
+    return {"command": "robustify", "reg": args.reg, "lam": args.lam, "method": regularizer.method,
+            "epochs": args.epochs, "out": str(out),
+            "fine_tune_s": round(seconds, 2), "final_penalty": regularizer.last_penalty,
+            "train_loss": result.final.get("train_loss"), "accuracy_before": before, "accuracy_after": after}
+
+
 def zero_fraction(model, masks) -> float:
     """Share of the prunable weights that are exactly zero in the trained model."""
     params = dict(model.named_parameters())
@@ -216,7 +321,8 @@ def command_demo(args) -> dict:
     return run_demo(Path(args.out))
 
 
-COMMANDS = {"train": command_train, "prune": command_prune, "bench": command_bench, "demo": command_demo}
+COMMANDS = {"train": command_train, "prune": command_prune, "quantize": command_quantize,
+            "robustify": command_robustify, "bench": command_bench, "demo": command_demo}
 
 
 def main(argv=None) -> int:

@@ -214,12 +214,15 @@ def train(
     progress: bool = True,
     after_step: Callable[[nn.Module], None] | None = None,
     stop_after: int | None = None,
+    backward: Callable[..., None] | None = None,
 ) -> TrainResult:
     """Train ``model`` (or a fresh ``spec`` model seeded by ``config.seed``) on ``train_data``.
 
     With ``out_dir``, every epoch appends a line to ``metrics.jsonl`` and rewrites the checkpoint
     ``checkpoint.{safetensors,json}``; ``resume=True`` continues from that checkpoint.
     ``after_step`` runs after every optimizer step (e.g. to re-apply pruning masks).
+    ``backward(loss, model, epoch, recompute)`` replaces ``loss.backward()`` (e.g. to add a gradient
+    penalty); ``recompute()`` redoes the step's forward pass on the same batch and returns the loss.
     ``stop_after`` ends this call after that epoch (a time-sliced job resumes later).
     """
     ctx = init_distributed()
@@ -237,6 +240,8 @@ def train(
     elif out_dir is not None and ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.jsonl").unlink(missing_ok=True)
+    if backward is not None and ctx.is_distributed:
+        raise UserError("a custom backward (gradient penalties need double backpropagation) runs on one process only")
     net = DistributedDataParallel(model) if ctx.is_distributed else model
 
     mean, std = channel_stats(train_data, ctx.device)
@@ -267,7 +272,10 @@ def train(
             if not math.isfinite(loss.item()):
                 raise UserError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if backward is None:
+                loss.backward()
+            else:
+                backward(loss, model, epoch, lambda: F.cross_entropy(net(x), y))
             optimizer.step()
             if after_step is not None:
                 after_step(model)

@@ -8,7 +8,7 @@ from torch import nn
 from metacompress.errors import UserError
 from metacompress.models.lenet import LeNet5, LeNet300100
 from metacompress.models.resnet import resnet18, resnet20
-from metacompress.models.vgg import VGG
+from metacompress.models.vgg import VGG, VGGLike
 
 _BUILDERS = {
     "lenet300": LeNet300100,
@@ -17,6 +17,8 @@ _BUILDERS = {
     "vgg16": partial(VGG, 16, head="gap"),
     "vgg19": partial(VGG, 19, head="gap"),
     "vgg19-3sp": partial(VGG, 19, head="mlp"),
+    "vgglike": VGGLike,
+    "vgglike-quarter": partial(VGGLike, width=0.25),
     "resnet20": resnet20,
     "resnet18": resnet18,
 }

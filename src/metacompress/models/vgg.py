@@ -57,3 +57,20 @@ class VGG(nn.Module):
     def forward(self, x):
         x = self.pool(self.features(x))
         return self.classifier(x.flatten(1))
+
+
+class VGGLike(nn.Module):
+    """The "VGG-like" CIFAR net of the quantization literature (Courbariaux et al. 2015; Louizos et
+    al. 2019) that thesis Table 4.1 uses: 2×(128C3) – MP2 – 2×(256C3) – MP2 – 2×(512C3) – MP2 –
+    FC 1024 – classifier, every conv and the hidden linear layer followed by BatchNorm and ReLU.
+    ``width`` scales every layer (the CPU benchmark profile uses 1/4)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: float = 1.0):
+        super().__init__()
+        c = [max(1, round(n * width)) for n in (128, 256, 512, 1024)]
+        self.features = conv_bn_relu_stack((c[0], c[0], "M", c[1], c[1], "M", c[2], c[2], "M"), in_channels)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c[2] * 16, c[3], bias=False), nn.BatchNorm1d(c[3]),
+                                        nn.ReLU(), nn.Linear(c[3], num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
