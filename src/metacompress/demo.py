@@ -41,7 +41,7 @@ def run_demo(out: Path) -> dict:
     robust = quantization_robustness(result.model, spec_for("lenet5", train_data), train_data, eval_sets["test"])
     labels = list(next(iter(robust["accuracy"].values())))
     report += "\n".join([
-        "## Quantization robustness: gradient-ℓ1 regularization",
+        "", "## Quantization robustness: gradient-ℓ1 regularization",
         f"The trained LeNet-5 fine-tuned for {robust['epochs']} epochs without a regularizer and with the "
         f"gradient-ℓ1 penalty (Eq. 4.3, λ = {robust['lambda']:.3g} = 0.3 × CE / penalty), then quantized after "
         "training (weights, activations) with symmetric grids and calibrated activation ranges:", "",
