@@ -294,6 +294,8 @@ def zero_fraction(model, masks) -> float:
 
 
 def print_table(summary: dict) -> None:
+    if not is_main_process():  # under torchrun every rank shares stdout; one table is enough
+        return
     for key, value in summary.items():
         print(f"{key:>22}: {value:.4f}" if isinstance(value, float) else f"{key:>22}: {value}")
 
@@ -336,7 +338,7 @@ def main(argv=None) -> int:
         print("metacompress: interrupted", file=sys.stderr)
         return 130
     if getattr(args, "json", False) and is_main_process():
-        print(json.dumps(summary))
+        print(json.dumps(summary), flush=True)
     return 0
 
 
