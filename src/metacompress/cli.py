@@ -255,7 +255,7 @@ def command_quantize(args) -> dict:
 def command_robustify(args) -> dict:
     from metacompress.models import ModelSpec
     from metacompress.quantization.evaluation import ptq_accuracies
-    from metacompress.quantization.regularizers import Regularizer, recorded_activations
+    from metacompress.quantization.regularizers import recorded_activations, regularizer_for
     from metacompress.training import TrainConfig, save_model, train
 
     model, info, train_data, test_data, configs, calibration, options = quantization_setup(args)
@@ -266,11 +266,7 @@ def command_robustify(args) -> dict:
     spec = ModelSpec(**info["model"])
     started = time.perf_counter()
     with recorded_activations(model) as activations:
-        if args.reg == "none":
-            regularizer = Regularizer("l1", 0.0, activations)
-        else:
-            regularizer = Regularizer(args.reg, args.lam, activations,
-                                      method="exact" if args.reg == "dq" else args.method)
+        regularizer = regularizer_for(args.reg, args.lam, activations, args.method)
         result = train(spec, train_data, {}, config, model=model, progress=not args.no_progress,
                        backward=regularizer)
     seconds = time.perf_counter() - started

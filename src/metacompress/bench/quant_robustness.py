@@ -51,7 +51,8 @@ from metacompress.quantization.diagnostics import (gradient_norms, induced_loss,
 from metacompress.quantization.evaluation import calibration_batches, config_label, ptq_accuracies  # noqa: E402
 from metacompress.quantization.ptq import quantize_model  # noqa: E402
 from metacompress.quantization.qat import requantize_weights, ste_finetune  # noqa: E402
-from metacompress.quantization.regularizers import Regularizer, balanced_lambda, recorded_activations  # noqa: E402
+from metacompress.quantization.regularizers import (Regularizer, balanced_lambda, recorded_activations,  # noqa: E402
+                                                    regularizer_for)
 from metacompress.recipes import load_experiment_data, spec_for  # noqa: E402
 from metacompress.training import TrainConfig, evaluate, shuffled_batches, train  # noqa: E402
 
@@ -207,12 +208,10 @@ def regularized_fine_tune(model, kind, lam, spec, study: Study, seed, train_data
 
 
 def make_regularizer(kind: str, lam: float, activations: list) -> Regularizer:
-    """A row's regularizer: none (λ = 0), dq, l2, l1 (exact) or l1-fd (finite differences)."""
-    if kind == "none":
-        return Regularizer("l1", 0.0, activations)
+    """A row's regularizer: none, dq, l2, l1 (exact) or l1-fd (ℓ1 by finite differences)."""
     if kind == "l1-fd":
-        return Regularizer("l1", lam, activations, method="finite-difference")
-    return Regularizer(kind, lam, activations)
+        return regularizer_for("l1", lam, activations, "finite-difference")
+    return regularizer_for(kind, lam, activations)
 
 
 def regularized_run(model, kind, lam, spec, study, seed, train_data, val_data, test_data, calibration,

@@ -42,17 +42,27 @@ class ChannelGroup:
     consumers: Members  # conv/linear layers whose input channels these are
 
 
-def final_layer(model: nn.Module, example_input: torch.Tensor) -> str:
-    """The last conv/linear layer to run: the classifier, whose outputs are never pruned."""
-    order: list[str] = []
-    handles = [m.register_forward_hook(lambda mod, i, o, n=name: order.append(n))
-               for name, m in model.named_modules() if isinstance(m, PRODUCERS)]
+def observe_forward(model: nn.Module, example_input: torch.Tensor, names, record) -> None:
+    """One eval-mode forward pass calling ``record(name, output)`` as each named module runs."""
+    modules = dict(model.named_modules())
+
+    def hook(name, module, inputs, output):
+        record(name, output)  # returns nothing, so the output is kept
+
+    handles = [modules[n].register_forward_hook(partial(hook, n)) for n in names]
     try:
         with torch.no_grad(), module_mode(model, training=False):
             model(example_input)
     finally:
         for h in handles:
             h.remove()
+
+
+def final_layer(model: nn.Module, example_input: torch.Tensor) -> str:
+    """The last conv/linear layer to run: the classifier, whose outputs are never pruned."""
+    order: list[str] = []
+    producers = [name for name, m in model.named_modules() if isinstance(m, PRODUCERS)]
+    observe_forward(model, example_input, producers, lambda name, _: order.append(name))
     if not order:
         raise UserError(f"{type(model).__name__} has no conv or linear layers to prune")
     return order[-1]
@@ -125,19 +135,8 @@ def channel_masking(model: nn.Module, groups: list[ChannelGroup], masks: dict[st
 
 
 def layer_output_shapes(model: nn.Module, example_input: torch.Tensor, names) -> dict[str, tuple[int, ...]]:
-    modules = dict(model.named_modules())
-    shapes = {}
-
-    def record(name, module, inputs, output):
-        shapes.setdefault(name, tuple(output.shape))  # a hook that returns nothing keeps the output
-
-    handles = [modules[n].register_forward_hook(partial(record, n)) for n in names]
-    try:
-        with torch.no_grad(), module_mode(model, training=False):
-            model(example_input)
-    finally:
-        for h in handles:
-            h.remove()
+    shapes: dict[str, tuple[int, ...]] = {}
+    observe_forward(model, example_input, names, lambda name, out: shapes.setdefault(name, tuple(out.shape)))
     return shapes
 
 

@@ -47,16 +47,19 @@ def penalty_gradients(loss, params, activations):
                                materialize_grads=True)
 
 
+def gradient_penalty(loss, params, activations, p: int, activation_weight: float = 1.0) -> torch.Tensor:
+    grads = penalty_gradients(loss, params, activations)
+    return weighted_gradient_norm(grads[:len(params)], grads[len(params):], p, activation_weight)
+
+
 def grad_l1(loss: torch.Tensor, params: Sequence[torch.Tensor], activations: Sequence[torch.Tensor] = (),
             activation_weight: float = 1.0) -> torch.Tensor:
-    grads = penalty_gradients(loss, params, activations)
-    return weighted_gradient_norm(grads[:len(params)], grads[len(params):], 1, activation_weight)
+    return gradient_penalty(loss, params, activations, 1, activation_weight)
 
 
 def grad_l2(loss: torch.Tensor, params: Sequence[torch.Tensor], activations: Sequence[torch.Tensor] = (),
             activation_weight: float = 1.0) -> torch.Tensor:
-    grads = penalty_gradients(loss, params, activations)
-    return weighted_gradient_norm(grads[:len(params)], grads[len(params):], 2, activation_weight)
+    return gradient_penalty(loss, params, activations, 2, activation_weight)
 
 
 def defensive_quantization(loss: torch.Tensor | None, params: Sequence[torch.Tensor],
@@ -199,6 +202,14 @@ class Regularizer:
                 b.copy_(buffers[name])
             self.activations.clear()
         return [self.lam * (q - g) / eps for q, g in zip(perturbed, param_grads)]
+
+
+def regularizer_for(kind: str, lam: float, activations: list, method: str = "exact") -> Regularizer:
+    """``kind`` one of PENALTIES or "none" (the same fine-tuning without a penalty); ``method``
+    applies to the gradient norms (DQ has no second-order term and is always exact)."""
+    if kind == "none":
+        return Regularizer("l1", 0.0, activations)
+    return Regularizer(kind, lam, activations, method="exact" if kind == "dq" else method)
 
 
 def balanced_lambda(model: nn.Module, x: torch.Tensor, y: torch.Tensor, kind: str) -> float:
