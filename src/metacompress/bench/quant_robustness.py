@@ -20,11 +20,11 @@ gradients per step instead of a double backward) at the exact ℓ1's λ.
 Cost: a regularized training step against a plain one on the same batch, interleaved and
 median-timed, with the peak tensor memory of each (thesis: 5.6× VGG-like, 8.7× ResNet-18 per epoch).
 
-CPU profile: VGG-like at 1/4 width and ResNet-20 on the genuine CIFAR-10 subset (6,955 train /
-773 validation images, 1,000 test images), 8 epochs of training, K = 1 fine-tuning epoch (lr 0.01),
+CPU profile: VGG-like at 1/4 width and ResNet-20 on 5,560 images of the genuine CIFAR-10 subset
+(5,004 train / 556 validation images; 1,000 test images), 6 epochs of training, K = 1 fine-tuning epoch (lr 0.01),
 λ ∈ {0.3, 1}·λ₀, 3 seeds; a LeNet-5 / MNIST sanity run (12,000 images, 1 seed); plus the step cost
-of full-width VGG-like and ResNet-18 at batch 32. The networks are far from converged (≈ 8 epochs
-on 14 % of CIFAR-10), so the table shows the mechanism at a small budget, not the thesis' accuracies. Paper profile: full VGG-like and
+of full-width VGG-like and ResNet-18 at batch 32. The networks are far from converged (6 epochs
+on 10 % of CIFAR-10), so the table shows the mechanism at a small budget, not the thesis' accuracies. Paper profile: full VGG-like and
 ResNet-18 on a user-supplied full CIFAR-10, 200 epochs, K = 15, 5 seeds.
 """
 
@@ -79,12 +79,12 @@ class Study:
     train_size: int | None = None  # a fixed random subset of the training split (None: all of it)
 
 
-_CIFAR_TRAIN = TrainConfig(epochs=8, batch_size=128, lr=0.1, milestones=(0.5, 0.75), weight_decay=5e-4, augment=True)
+_CIFAR_TRAIN = TrainConfig(epochs=6, batch_size=128, lr=0.1, milestones=(0.5, 0.75), weight_decay=5e-4, augment=True)
 _CIFAR_TUNE = TrainConfig(epochs=1, batch_size=128, lr=0.01, milestones=(), weight_decay=1e-4, augment=True)
 PROFILES = {
     "cpu": [
         Study("cifar10", ("vgglike-quarter", "resnet20"), _CIFAR_TRAIN, _CIFAR_TUNE, (0, 1, 2),
-              lambda_factors=(0.3, 1.0), cost_models=("vgglike", "resnet18")),
+              lambda_factors=(0.3, 1.0), cost_models=("vgglike", "resnet18"), train_size=5_560),
         # the quick sanity run: LeNet-5 on MNIST (no BatchNorm, so activation ranges are calibrated)
         Study("mnist", ("lenet5",), TrainConfig(epochs=2, batch_size=128, lr=0.05, milestones=(), weight_decay=5e-4),
               TrainConfig(epochs=1, batch_size=128, lr=0.01, milestones=(), weight_decay=1e-4), (0,),
