@@ -117,11 +117,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the fine-tuned checkpoint (default runs/<model>-<dataset>-<reg>)")
     p.add_argument("--no-progress", action="store_true")
 
+    p = commands.add_parser("encode", help="compress a datapoint into a .mcz file (COIN: overfit a SIREN to an image)")
+    p.add_argument("input", help="the image to compress (PNG, TIFF, or anything Pillow reads; 8-bit)")
+    p.add_argument("-o", "--output", help="the .mcz file to write (default: INPUT with suffix .mcz)")
+    p.add_argument("--codec", choices=("coin",), default="coin")
+    p.add_argument("--bpp", type=float, default=0.3, help="target bits per pixel, header included (picks the network)")
+    p.add_argument("--bits", type=int, default=16, help="16: fp16 weights; 2–15: uniform quantization")
+    p.add_argument("--iters", type=int, default=50_000, help="Adam iterations (thesis: 50k)")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--patience", type=int, help="stop early after this many iterations without a new best PSNR")
+    p.add_argument("--depth", type=int, help="sine layers (with --width: overrides the architecture --bpp picks)")
+    p.add_argument("--width", type=int, help="units per sine layer")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    add_json(p)
+
+    p = commands.add_parser("decode", help="reconstruct a datapoint from a .mcz file")
+    p.add_argument("input", help="the .mcz file")
+    p.add_argument("-o", "--output", required=True, help="image to write (.png or .tif)")
+    p.add_argument("--scale", type=float, default=1.0, help="decode at this multiple of the stored resolution")
+    p.add_argument("--region", help="x0,y0,x1,y1: decode only this rectangle of the (scaled) output")
+    add_json(p)
+
     p = commands.add_parser("bench", help="run a benchmark and write benchmarks/results/<name>/")
     p.add_argument("name", choices=sorted(bench_names()))
     p.add_argument("--profile", choices=("cpu", "paper"), default="cpu",
                    help="cpu: ≤ 60 min on 2 cores; paper: the thesis' full settings (GPU, full data)")
     p.add_argument("--out", help="results folder (default benchmarks/results/<name>)")
+    p.add_argument("--codec", choices=("coin",), help="image-rd: the neural codec to compare (default coin)")
     add_data_root(p)
     add_json(p)
 
@@ -296,6 +319,71 @@ def print_table(summary: dict) -> None:
         print(f"{key:>22}: {value:.4f}" if isinstance(value, float) else f"{key:>22}: {value}")
 
 
+def command_encode(args) -> dict:
+    from metacompress.checkpoint import atomic_write_bytes
+    from metacompress.codecs.coin import CoinConfig, architecture_for, check_bits, encode_image
+    from metacompress.data.images import load_image
+
+    if (args.depth is None) != (args.width is None):
+        raise UserError("--depth and --width go together")
+    image = load_image(args.input, keep_alpha=True)
+    output = Path(args.output or Path(args.input).with_suffix(".mcz"))
+    check_bits(args.bits)
+    depth, width = (args.depth, args.width) if args.depth else architecture_for(args.bpp, *image.shape, args.bits)
+    config = CoinConfig(bpp=args.bpp, bits=args.bits, iterations=args.iters, lr=args.lr, patience=args.patience,
+                        depth=depth, width=width, seed=args.seed)
+    with progress_bar(args.iters, "encoding", args.no_progress) as bar:
+        def progress(iteration, psnr, best):
+            bar.update(1)
+            if iteration % 25 == 0 or iteration == 1:
+                bar.set_postfix(psnr=f"{psnr:.2f}", best=f"{best:.2f}", refresh=False)
+        result = encode_image(image, config, progress)
+    atomic_write_bytes(output, result.data)
+    pixels = image.shape[0] * image.shape[1]
+    summary = {"command": "encode", "codec": "coin", "input": str(args.input), "output": str(output),
+               "shape": list(image.shape), "bytes": len(result.data), "bpp": 8 * len(result.data) / pixels,
+               "psnr": result.psnr, "depth": result.depth, "width": result.width, "bits": args.bits,
+               "iterations": result.iterations_run, "best_iteration": result.best_iteration,
+               "encode_time_s": round(result.seconds, 2),
+               "iterations_per_s": round(result.iterations_run / result.seconds, 2)}
+    print_table(summary)
+    return summary
+
+
+def command_decode(args) -> dict:
+    from metacompress.codecs.coin import decode_image
+    from metacompress.data.images import save_image
+
+    path = Path(args.input)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    region = parse_region(args.region) if args.region else None
+    started = time.perf_counter()
+    image = decode_image(path.read_bytes(), scale=args.scale, region=region, source=str(path))
+    seconds = time.perf_counter() - started
+    save_image(args.output, image)
+    summary = {"command": "decode", "input": str(path), "output": str(args.output), "shape": list(image.shape),
+               "decode_time_s": round(seconds, 3)}
+    print_table(summary)
+    return summary
+
+
+def parse_region(text: str) -> tuple[int, int, int, int]:
+    try:
+        x0, y0, x1, y1 = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--region expects four integers x0,y0,x1,y1, got {text!r}") from None
+    return x0, y0, x1, y1
+
+
+def progress_bar(total: int, description: str, disable: bool):
+    from tqdm import tqdm
+
+    # disable=None: no bar when stderr is not a terminal (logs stay readable)
+    return tqdm(total=total, desc=description, disable=True if disable else None, file=sys.stderr, leave=False,
+                mininterval=0.5)
+
+
 def bench_names():
     from metacompress.bench import BENCHMARKS
 
@@ -308,7 +396,8 @@ def command_bench(args) -> dict:
     out = Path(args.out or f"benchmarks/results/{args.name}")
     if args.profile == "paper" and not args.out:
         out = out / "paper"
-    results = run_benchmark(BENCHMARKS[args.name], args.name, args.profile, args.data_root, out)
+    options = {"codec": args.codec} if args.codec else {}
+    results = run_benchmark(BENCHMARKS[args.name], args.name, args.profile, args.data_root, out, **options)
     print(f"results written to {out / 'results.json'}")
     return {"command": "bench", "name": args.name, "profile": args.profile, "out": str(out), "results": results}
 
@@ -320,7 +409,8 @@ def command_demo(args) -> dict:
 
 
 COMMANDS = {"train": command_train, "prune": command_prune, "quantize": command_quantize,
-            "robustify": command_robustify, "bench": command_bench, "demo": command_demo}
+            "robustify": command_robustify, "encode": command_encode,
+            "decode": command_decode, "bench": command_bench, "demo": command_demo}
 
 
 def main(argv=None) -> int:

@@ -13,3 +13,7 @@ class UserError(Exception):
 
 class DataError(UserError):
     """A dataset file or folder is missing, of the wrong format, or corrupt."""
+
+
+class FormatError(UserError):
+    """A compressed file is truncated, corrupt, of another version, or not ours."""

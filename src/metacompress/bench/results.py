@@ -37,9 +37,10 @@ def write_results(out_dir: Path, name: str, profile: str, results: dict, command
     return path
 
 
-def run_benchmark(module, name: str, profile: str, data_root, out_dir: Path) -> dict:
+def run_benchmark(module, name: str, profile: str, data_root, out_dir: Path, **options) -> dict:
+    """``options`` (e.g. ``codec="coin"``) go to benchmarks that take them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    results = module.run(profile=profile, data_root=data_root, out_dir=out_dir)
+    results = module.run(profile=profile, data_root=data_root, out_dir=out_dir, **options)
     write_results(out_dir, name, profile, results, wall_time_s=round(time.perf_counter() - started, 1))
     return results

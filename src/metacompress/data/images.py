@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -28,12 +29,18 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
+# The most pixels we decode from a file: far above any photo, far below what exhausts memory.
+MAX_PIXELS = 1 << 26
+
+
+def load_image(path: str | os.PathLike, keep_alpha: bool = False, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """An 8-bit image as uint8 ``(H, W, C)``.
 
-    Greyscale (also with alpha or 1-bit) gives C=1; RGB gives C=3; RGBA, palette, CMYK and
-    YCbCr images are converted to RGB (alpha dropped).  Images with more than 8 bits per sample
-    (16-bit, 32-bit integer or float) are rejected rather than silently truncated.
+    Greyscale (also 1-bit) gives C=1; RGB gives C=3; palette, CMYK and YCbCr images are
+    converted to RGB.  An alpha channel is dropped unless ``keep_alpha`` (grey+alpha C=2,
+    RGBA C=4).  Images with more than 8 bits per sample (16-bit, 32-bit integer or float) are
+    rejected rather than silently truncated, and so are images over ``max_pixels`` pixels
+    (checked from the header, before any pixel is decoded).
     """
     path = Path(path)
     if not path.is_file():
@@ -41,18 +48,46 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     try:
         with Image.open(path) as im:
             _check_8bit(im, path)
+            width, height = im.size
+            if width * height == 0:
+                raise DataError(f"{path}: the image is empty ({width}×{height})")
+            if width * height > max_pixels:
+                raise DataError(f"{path}: {width}×{height} is too large (over {max_pixels:,} pixels)")
             im.load()
-            if im.mode in ("1", "L", "LA", "La"):
-                arr = np.asarray(im.convert("L"))[:, :, None]
-            else:
-                arr = np.asarray(im.convert("RGB"))
+            arr = np.asarray(im.convert(_target_mode(im, keep_alpha)))
+            if arr.ndim == 2:
+                arr = arr[:, :, None]
     except DataError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: refused as a decompression bomb ({exc})") from None
     except UnidentifiedImageError:
-        raise DataError(f"{path}: not a recognised image file (expected PNG or TIFF)") from None
+        raise DataError(f"{path}: not a recognised image file") from None
     except Exception as exc:  # truncated or corrupt data: OSError, SyntaxError, ValueError ...
         raise DataError(f"{path}: corrupt image ({type(exc).__name__}: {exc})") from None
     return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def _target_mode(im: Image.Image, keep_alpha: bool) -> str:
+    grey = im.mode in ("1", "L", "LA", "La")
+    has_alpha = im.mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in im.info
+    if keep_alpha and has_alpha:
+        return "LA" if grey else "RGBA"
+    return "L" if grey else "RGB"
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write uint8 ``(H, W, C)`` (C = 1–4) as a lossless PNG or TIFF, atomically."""
+    from metacompress.checkpoint import atomic_write_bytes
+
+    path = Path(path)
+    formats = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}
+    if path.suffix.lower() not in formats:
+        raise DataError(f"{path}: images are written as PNG or TIFF (.png, .tif)")
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[image.shape[2]]
+    buffer = io.BytesIO()
+    Image.fromarray(image[:, :, 0] if mode == "L" else image, mode).save(buffer, formats[path.suffix.lower()])
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _check_8bit(im: Image.Image, path: Path) -> None:

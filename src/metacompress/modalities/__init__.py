@@ -1,0 +1,1 @@
+"""Datapoints as functions: each modality maps a datapoint to (coordinates, features) and back."""

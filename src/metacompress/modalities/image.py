@@ -1,0 +1,52 @@
+"""Images as functions (row, column) ↦ colour: coordinates in [−1, 1]², features in [0, 1]."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from metacompress.errors import UserError
+from metacompress.modalities.grid import axis_coordinates, grid_coordinates
+
+Region = tuple[int, int, int, int]  # x0, y0, x1, y1: columns [x0, x1), rows [y0, y1)
+
+
+def pixel_coordinates(height: int, width: int, region: Region | None = None,
+                      output_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Coordinates of the pixels of a ``height``×``width`` image, row-major: (pixels, 2).
+
+    ``output_size`` resamples the grid (decoding at another resolution); ``region`` keeps only
+    that rectangle of the output, with exactly the values its pixels have in the full grid.
+    """
+    out_h, out_w = output_size or (height, width)
+    rows, cols = axis_coordinates(height, out_h), axis_coordinates(width, out_w)
+    if region is not None:
+        x0, y0, x1, y1 = check_region(region, out_h, out_w)
+        rows, cols = rows[y0:y1], cols[x0:x1]
+    return grid_coordinates([rows, cols])
+
+
+def check_region(region: Region, height: int, width: int) -> Region:
+    x0, y0, x1, y1 = (int(v) for v in region)
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise UserError(f"region {x0},{y0},{x1},{y1} is not a non-empty rectangle inside the "
+                        f"{width}×{height} output (x0,y0,x1,y1 with x0 < x1 ≤ width, y0 < y1 ≤ height)")
+    return x0, y0, x1, y1
+
+
+def image_features(image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, C) → float (H·W, C) in [0, 1]."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).reshape(-1, image.shape[-1]).float() / 255.0
+
+
+def features_to_image(features: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """float (H·W, C), nominally in [0, 1] → uint8 (H, W, C), clamped and rounded."""
+    values = torch.round(features.detach().clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+    return values.reshape(height, width, -1).numpy()
+
+
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """The output size when decoding at ``scale`` × the stored resolution."""
+    if not scale > 0:
+        raise UserError(f"scale must be positive, got {scale}")
+    return max(1, round(height * scale)), max(1, round(width * scale))
