@@ -1,6 +1,7 @@
 """COIN: SIREN, coordinates, the .mcz container, weight quantization, encode/decode round trips."""
 
 import math
+import os
 import struct
 import zlib
 
@@ -301,6 +302,9 @@ def test_cli_encode_decode_round_trip(tmp_path, photo):
     assert out.returncode == 0, out.stderr
     summary = last_json(out.stdout)
     assert summary["bytes"] == (tmp_path / "x.mcz").stat().st_size and summary["bpp"] <= 3
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "x.mcz").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     out = run(["decode", str(tmp_path / "x.mcz"), "-o", str(tmp_path / "y.png"), "--json"])
     assert out.returncode == 0, out.stderr
     decoded = np.asarray(Image.open(tmp_path / "y.png"))
