@@ -50,3 +50,31 @@ class Siren(nn.Module):
 def siren_parameter_count(in_dim: int, width: int, depth: int, out_dim: int) -> int:
     """Weights and biases of ``Siren(in_dim, width, depth, out_dim)``, without building it."""
     return (in_dim + 1) * width + (depth - 1) * (width + 1) * width + (width + 1) * out_dim
+
+
+class ModulatedSiren(nn.Module):
+    """A SIREN shared across datapoints, specialised to one by shifts β: sin(ω₀(Wh + b + β)).
+
+    Thesis Eq. 5.4 (COIN++): only shifts, at every sine layer, all produced from one latent
+    vector by a single linear map (deeper maps hurt, C.7).  A datapoint is stored as its latent.
+    The map's bias is the shift at latent 0, so a zero latent start loses nothing (CAVIA).
+    """
+
+    def __init__(self, in_dim: int, width: int, depth: int, out_dim: int, latent_dim: int, w0: float = 30.0):
+        super().__init__()
+        self.base = Siren(in_dim, width, depth, out_dim, w0=w0)
+        self.latent_dim, self.width, self.depth = latent_dim, width, depth
+        self.latent_to_shifts = nn.Linear(latent_dim, width * depth)
+
+    def shifts(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.latent_to_shifts(latents).view(-1, self.depth, 1, self.width)  # (batch, depth, 1, width)
+
+    def forward(self, coords: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """coords (batch, points, in_dim) or shared (points, in_dim); latents (batch, latent_dim)
+        → features (batch, points, out_dim)."""
+        shifts = self.shifts(latents)
+        h = coords
+        for i, layer in enumerate(self.base.hidden):
+            w0 = self.base.w0_first if i == 0 else self.base.w0
+            h = torch.sin(w0 * (layer(h) + shifts[:, i]))
+        return self.base.last(h)
