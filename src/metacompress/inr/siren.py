@@ -40,10 +40,12 @@ class Siren(nn.Module):
         self.last.weight.uniform_(-bound, bound)
         self.last.bias.uniform_(-bound, bound)
 
-    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+    def forward(self, coords: torch.Tensor, shifts: torch.Tensor | None = None) -> torch.Tensor:
+        """``shifts`` (batch, depth, 1, width), if given, is added inside every sine layer."""
         h = coords
         for i, layer in enumerate(self.hidden):
-            h = torch.sin((self.w0_first if i == 0 else self.w0) * layer(h))
+            z = layer(h) if shifts is None else layer(h) + shifts[:, i]
+            h = torch.sin((self.w0_first if i == 0 else self.w0) * z)
         return self.last(h)
 
 
@@ -72,9 +74,4 @@ class ModulatedSiren(nn.Module):
     def forward(self, coords: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """coords (batch, points, in_dim) or shared (points, in_dim); latents (batch, latent_dim)
         → features (batch, points, out_dim)."""
-        shifts = self.shifts(latents)
-        h = coords
-        for i, layer in enumerate(self.base.hidden):
-            w0 = self.base.w0_first if i == 0 else self.base.w0
-            h = torch.sin(w0 * (layer(h) + shifts[:, i]))
-        return self.base.last(h)
+        return self.base(coords, self.shifts(latents))
