@@ -61,3 +61,15 @@ def _expect_data_error(path=None, match=None):
 def expect_data_error():
     """``with expect_data_error(path, match="..."):`` -- see ``_expect_data_error``."""
     return _expect_data_error
+
+
+def run_torchrun(args: list[str], processes: int = 2):
+    """``metacompress ARGS`` under ``torchrun --nproc_per_node=PROCESSES`` on the CPU (one thread each)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc_per_node={processes}", "-m", "metacompress.cli"] + args,
+                          capture_output=True, text=True, env=env, timeout=600)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import run_torchrun
 import torch
 
 from metacompress.checkpoint import load_checkpoint
@@ -67,10 +68,7 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path)
               "--no-progress"]
     single = run(common + ["--out", str(tmp_path / "one")])
     assert single.returncode == 0, single.stderr
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "metacompress.cli"] + common + ["--out", str(tmp_path / "two"), "--json"],
-                         capture_output=True, text=True, env=env, timeout=600)
+    ddp = run_torchrun(common + ["--out", str(tmp_path / "two"), "--json"])
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert len([line for line in ddp.stdout.splitlines() if line.startswith("{")]) == 1  # rank 0 only
     one, info_one = load_checkpoint(tmp_path / "one" / "checkpoint")
@@ -190,4 +188,8 @@ def test_demo_runs_end_to_end_and_writes_its_report(tmp_path):
     for row in ptq.values():
         assert list(row) == ["FP", "(8,4)", "(4,4)", "(3,3)", "(2,4)"] and row["FP"] > 0.85
     report = (tmp_path / "demo" / "report.md").read_text()
-    assert "ProsPr vs SNIP" in report and "gradient-ℓ1" in report
+    assert "ProsPr vs SNIP" in report and "gradient-ℓ1" in report and "COIN++ vs JPEG" in report
+    coinpp, jpeg = summary["coinpp_vs_jpeg"].values()
+    assert jpeg["bytes"] <= coinpp["bytes"]  # JPEG got no more bytes than COIN++ used
+    for result in (coinpp, jpeg):
+        assert (tmp_path / "demo" / result["file"]).stat().st_size == result["bytes"] and result["psnr"] > 15

@@ -297,7 +297,7 @@ def test_loader_refuses_bombs_16_bit_and_non_images(tmp_path):
 
 def test_cli_encode_decode_round_trip(tmp_path, photo):
     Image.fromarray(photo).save(tmp_path / "in.png")
-    out = run(["encode", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.mcz"), "--bpp", "3", "--iters", "40",
+    out = run(["encode", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.mcz"), "--codec", "coin", "--bpp", "3", "--iters", "40",
                "--json"])
     assert out.returncode == 0, out.stderr
     summary = last_json(out.stdout)
@@ -318,7 +318,7 @@ def test_cli_encode_decode_round_trip(tmp_path, photo):
     (lambda p: p.write_bytes(b"Mz\x01garbage"), ["decode", "{f}", "-o", "{o}"], "corrupt or truncated"),
     (lambda p: p.write_text("hello"), ["decode", "{f}", "-o", "{o}"], "bad magic"),
     (lambda p: p.write_text("hello"), ["encode", "{f}", "-o", "{o}"], "not a recognised image"),
-    (lambda p: Image.new("RGB", (8, 8)).save(p, "PNG"), ["encode", "{f}", "-o", "{o}", "--bpp", "0.01"],
+    (lambda p: Image.new("RGB", (8, 8)).save(p, "PNG"), ["encode", "{f}", "-o", "{o}", "--codec", "coin", "--bpp", "0.01"],
      "too small"),
 ])
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, make, args, message):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from metacompress.errors import DataError
 
@@ -49,14 +49,8 @@ def save_checkpoint(stem: str | os.PathLike, tensors: dict[str, torch.Tensor], i
     """Save tensors and a JSON-serializable ``info`` dict; both files carry the same write id."""
     stem = checkpoint_stem(stem)
     write_id = uuid.uuid4().hex
-    tmp = stem.parent / f".{stem.name}.{write_id}.safetensors.tmp"
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-                  metadata={"write_id": write_id})
-        os.replace(tmp, stem.with_suffix(".safetensors"))
-    finally:
-        tmp.unlink(missing_ok=True)
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata={"write_id": write_id})
+    atomic_write_bytes(stem.with_suffix(".safetensors"), data)
     document = dict(info, write_id=write_id)
     atomic_write_bytes(stem.with_suffix(".json"), (json.dumps(document, indent=1) + "\n").encode())
 

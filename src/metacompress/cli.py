@@ -6,6 +6,7 @@ user errors exit with status 2 and one line on stderr.
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -117,26 +118,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the fine-tuned checkpoint (default runs/<model>-<dataset>-<reg>)")
     p.add_argument("--no-progress", action="store_true")
 
-    p = commands.add_parser("encode", help="compress a datapoint into a .mcz file (COIN: overfit a SIREN to an image)")
-    p.add_argument("input", help="the image to compress (PNG, TIFF, or anything Pillow reads; 8-bit)")
+    p = commands.add_parser("encode", help="compress a datapoint into a .mcz file (COIN++ with a base network, or COIN)")
+    p.add_argument("input", help="the datapoint: an 8-bit image; with --base for other data, a WAV/FLAC, NIfTI/TIFF "
+                                 "volume or netCDF/.npy globe")
     p.add_argument("-o", "--output", help="the .mcz file to write (default: INPUT with suffix .mcz)")
-    p.add_argument("--codec", choices=("coin",), default="coin")
-    p.add_argument("--bpp", type=float, default=0.3, help="target bits per pixel, header included (picks the network)")
-    p.add_argument("--bits", type=int, default=16, help="16: fp16 weights; 2–15: uniform quantization")
-    p.add_argument("--iters", type=int, default=50_000, help="Adam iterations (thesis: 50k)")
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--patience", type=int, help="stop early after this many iterations without a new best PSNR")
-    p.add_argument("--depth", type=int, help="sine layers (with --width: overrides the architecture --bpp picks)")
-    p.add_argument("--width", type=int, help="units per sine layer")
+    p.add_argument("--codec", choices=("coinpp", "coin"), default="coinpp",
+                   help="coinpp: fit latents of a meta-learned base network (fast); coin: overfit a SIREN (slow)")
+    p.add_argument("--base", help="coinpp: base network (BASE.safetensors + BASE.json; default: the bundled photo base)")
+    p.add_argument("--bits", type=int, help="coinpp: latent bits (3–8, default 5); coin: 16 = fp16 weights, 2–15 uniform")
+    p.add_argument("--steps", type=int, default=10, help="coinpp: inner-loop steps fitting the latents (thesis: 3–10)")
+    p.add_argument("--no-entropy", action="store_true", help="coinpp: store fixed-width symbols, no entropy coding")
+    p.add_argument("--time", type=int, help="coinpp, globes: the time step of a multi-step netCDF file")
+    p.add_argument("--bpp", type=float, default=0.3, help="coin: target bits per pixel, header included (picks the network)")
+    p.add_argument("--iters", type=int, default=50_000, help="coin: Adam iterations (thesis: 50k)")
+    p.add_argument("--lr", type=float, default=2e-4, help="coin: Adam learning rate")
+    p.add_argument("--patience", type=int, help="coin: stop early after this many iterations without a new best PSNR")
+    p.add_argument("--depth", type=int, help="coin: sine layers (with --width: overrides the architecture --bpp picks)")
+    p.add_argument("--width", type=int, help="coin: units per sine layer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     add_json(p)
 
     p = commands.add_parser("decode", help="reconstruct a datapoint from a .mcz file")
     p.add_argument("input", help="the .mcz file")
-    p.add_argument("-o", "--output", required=True, help="image to write (.png or .tif)")
-    p.add_argument("--scale", type=float, default=1.0, help="decode at this multiple of the stored resolution")
-    p.add_argument("--region", help="x0,y0,x1,y1: decode only this rectangle of the (scaled) output")
+    p.add_argument("-o", "--output", required=True,
+                   help="file to write: .png/.tif (images), .wav/.flac (audio), .nii/.nii.gz (volumes), .npy/.nc (globes)")
+    p.add_argument("--base", help="COIN++ files: the base network they were encoded with (default: the bundled one)")
+    p.add_argument("--scale", type=float, default=1.0, help="COIN images: decode at this multiple of the stored resolution")
+    p.add_argument("--region", help="COIN images: x0,y0,x1,y1: decode only this rectangle of the (scaled) output")
+    add_json(p)
+
+    p = commands.add_parser("train-base", help="meta-learn a COIN++ base network on a modality's training data")
+    p.add_argument("--modality", required=True, choices=("image", "audio", "volume", "sphere"))
+    p.add_argument("--data", required=True, help="training data: a folder (searched recursively) or one file")
+    p.add_argument("--out", required=True, help="base network stem: writes OUT.safetensors + OUT.json")
+    p.add_argument("--patch", help="patch shape, comma-separated (defaults: image 32,32; audio 800; volume 16,16,16; "
+                                   "sphere: the whole globe)")
+    p.add_argument("--width", type=int, default=512, help="units per sine layer (thesis C.3: 512)")
+    p.add_argument("--depth", type=int, default=10, help="sine layers (thesis C.3: 10)")
+    p.add_argument("--latent-dim", type=int, default=128, help="latent size per patch: sets the rate")
+    p.add_argument("--w0", type=float, default=50.0, help="SIREN frequency ω₀ (thesis C.3: 50)")
+    p.add_argument("--iters", type=int, default=1000, help="outer-loop iterations")
+    p.add_argument("--batch-size", type=int, default=64, help="patches per outer step (split over torchrun processes)")
+    p.add_argument("--inner-steps", type=int, default=3)
+    p.add_argument("--inner-lr", type=float, default=1e-2)
+    p.add_argument("--outer-lr", type=float, default=3e-6, help="Adam learning rate (thesis: 3e-6 CIFAR-10, 1e-6 others)")
+    p.add_argument("--first-order", action="store_true", help="first-order meta-gradients (thesis C.7: worse)")
+    p.add_argument("--checkpoint-steps", action="store_true", help="recompute inner steps on backward: less memory")
+    p.add_argument("--variables", help="sphere: comma-separated netCDF variables (default: all on the main grid)")
+    p.add_argument("--val-fraction", type=float, default=0.05, help="share of datapoints held out for validation PSNR")
+    p.add_argument("--resume", action="store_true", help="continue from OUT.run/meta_checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
     add_json(p)
 
     p = commands.add_parser("bench", help="run a benchmark and write benchmarks/results/<name>/")
@@ -145,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cpu: ≤ 60 min on 2 cores; paper: the thesis' full settings (GPU, full data)")
     p.add_argument("--out", help="results folder (default benchmarks/results/<name>)")
     p.add_argument("--codec", choices=("coin",), help="image-rd: the neural codec to compare (default coin)")
+    p.add_argument("--modality", choices=("cifar10", "kodak", "audio", "volume", "sphere"),
+                   help="coinpp-rd: the test setting")
     add_data_root(p)
     add_json(p)
 
@@ -320,6 +355,42 @@ def print_table(summary: dict) -> None:
 
 
 def command_encode(args) -> dict:
+    if args.codec == "coin":
+        return command_encode_coin(args)
+    from metacompress.checkpoint import atomic_write_bytes
+    import numpy as np
+
+    from metacompress.codecs.coinpp import DEFAULT_BITS, encode
+    from metacompress.data.datapoints import read_datapoint
+
+    base, base_name = load_base_argument(args.base)
+    point = read_datapoint(args.input, base.config, args.time)
+    output = Path(args.output or Path(args.input).with_suffix(".mcz"))
+    bits = DEFAULT_BITS if args.bits is None else args.bits
+    result = encode(point, base, bits=bits, steps=args.steps, entropy=not args.no_entropy)
+    atomic_write_bytes(output, result.data)
+    samples = math.prod(point.values.shape[:-1])
+    summary = {"command": "encode", "codec": "coinpp", "input": str(args.input), "output": str(output),
+               "base": base_name, "modality": base.config["modality"], "shape": list(point.values.shape),
+               "bytes": len(result.data), "bits_per_sample": 8 * len(result.data) / samples,
+               "compression_ratio": point.values.size * np.dtype(point.dtype).itemsize / len(result.data),
+               "psnr": result.psnr, "bits": bits, "steps": args.steps, "entropy_coding": not args.no_entropy,
+               "patches": result.tiles, "encode_time_s": round(result.seconds, 3)}
+    print_table(summary)
+    return summary
+
+
+def load_base_argument(path: str | None):
+    """The base network at ``path``, or the one bundled with the package."""
+    from metacompress.inr.base_network import DEFAULT_BASE, load_base
+
+    stem = Path(path) if path else DEFAULT_BASE
+    if path and stem.suffix in (".json", ".safetensors"):
+        stem = stem.with_suffix("")
+    return load_base(stem), str(stem)
+
+
+def command_encode_coin(args) -> dict:
     from metacompress.checkpoint import atomic_write_bytes
     from metacompress.codecs.coin import CoinConfig, architecture_for, check_bits, encode_image
     from metacompress.data.images import load_image
@@ -328,9 +399,10 @@ def command_encode(args) -> dict:
         raise UserError("--depth and --width go together")
     image = load_image(args.input, keep_alpha=True)
     output = Path(args.output or Path(args.input).with_suffix(".mcz"))
-    check_bits(args.bits)
-    depth, width = (args.depth, args.width) if args.depth else architecture_for(args.bpp, *image.shape, args.bits)
-    config = CoinConfig(bpp=args.bpp, bits=args.bits, iterations=args.iters, lr=args.lr, patience=args.patience,
+    bits = 16 if args.bits is None else args.bits
+    check_bits(bits)
+    depth, width = (args.depth, args.width) if args.depth else architecture_for(args.bpp, *image.shape, bits)
+    config = CoinConfig(bpp=args.bpp, bits=bits, iterations=args.iters, lr=args.lr, patience=args.patience,
                         depth=depth, width=width, seed=args.seed)
     with progress_bar(args.iters, "encoding", args.no_progress) as bar:
         def progress(iteration, psnr, best):
@@ -342,7 +414,7 @@ def command_encode(args) -> dict:
     pixels = image.shape[0] * image.shape[1]
     summary = {"command": "encode", "codec": "coin", "input": str(args.input), "output": str(output),
                "shape": list(image.shape), "bytes": len(result.data), "bpp": 8 * len(result.data) / pixels,
-               "psnr": result.psnr, "depth": result.depth, "width": result.width, "bits": args.bits,
+               "psnr": result.psnr, "depth": result.depth, "width": result.width, "bits": bits,
                "iterations": result.iterations_run, "best_iteration": result.best_iteration,
                "encode_time_s": round(result.seconds, 2),
                "iterations_per_s": round(result.iterations_run / result.seconds, 2)}
@@ -351,21 +423,80 @@ def command_encode(args) -> dict:
 
 
 def command_decode(args) -> dict:
-    from metacompress.codecs.coin import decode_image
-    from metacompress.data.images import save_image
+    from metacompress.codecs.base import unpack
 
     path = Path(args.input)
     if not path.is_file():
         raise UserError(f"{path}: file not found")
-    region = parse_region(args.region) if args.region else None
+    data = path.read_bytes()
+    container = unpack(data, str(path))
     started = time.perf_counter()
-    image = decode_image(path.read_bytes(), scale=args.scale, region=region, source=str(path))
-    seconds = time.perf_counter() - started
-    save_image(args.output, image)
-    summary = {"command": "decode", "input": str(path), "output": str(args.output), "shape": list(image.shape),
-               "decode_time_s": round(seconds, 3)}
+    if container.codec == "coin":
+        from metacompress.codecs.coin import decode_image
+        from metacompress.data.images import save_image
+
+        region = parse_region(args.region) if args.region else None
+        values = decode_image(data, scale=args.scale, region=region, source=str(path))
+        seconds = time.perf_counter() - started
+        save_image(args.output, values)
+    else:
+        from metacompress.codecs.coinpp import decode
+        from metacompress.data.datapoints import write_datapoint
+
+        if args.scale != 1.0 or args.region:
+            raise UserError("--scale and --region apply to COIN images; this is a COIN++ file")
+        base, _ = load_base_argument(args.base)
+        point = decode(data, base, str(path))
+        seconds = time.perf_counter() - started
+        write_datapoint(args.output, point, base.config)
+        values = point.values
+    summary = {"command": "decode", "codec": container.codec, "input": str(path), "output": str(args.output),
+               "shape": list(values.shape), "decode_time_s": round(seconds, 3)}
     print_table(summary)
     return summary
+
+
+def command_train_base(args) -> dict:
+    from metacompress.distributed import init_distributed
+    from metacompress.inr.base_network import save_base
+    from metacompress.inr.base_training import prepare_training, train_base
+    from metacompress.inr.metalearning import MetaConfig, psnr_from_mse
+
+    ctx = init_distributed("cpu")
+    patch = parse_ints(args.patch, "--patch") if args.patch else None
+    variables = args.variables.split(",") if args.variables else None
+    settings, train_points, val_points = prepare_training(
+        args.modality, args.data, patch=patch, width=args.width, depth=args.depth, latent_dim=args.latent_dim,
+        w0=args.w0, variables=variables, val_fraction=args.val_fraction, seed=args.seed)
+    meta = MetaConfig(iterations=args.iters, batch_size=args.batch_size, inner_steps=args.inner_steps,
+                      inner_lr=args.inner_lr, outer_lr=args.outer_lr, first_order=args.first_order,
+                      checkpoint_steps=args.checkpoint_steps, seed=args.seed)
+    run_dir = Path(f"{args.out}.run")
+    started = time.perf_counter()
+    with progress_bar(args.iters, "meta-training", args.no_progress or not ctx.is_main) as bar:
+        def progress(iteration, loss):
+            bar.update(1)
+            if iteration % 10 == 0:
+                bar.set_postfix(psnr=f"{psnr_from_mse(loss):.2f}", refresh=False)
+        base = train_base(settings, train_points, val_points, meta, run_dir, args.resume, progress, ctx)
+    seconds = time.perf_counter() - started
+    digest = save_base(args.out, base) if ctx.is_main else None
+    training = base.config["training"]
+    summary = {"command": "train-base", "modality": args.modality, "out": args.out, "hash": digest,
+               "parameters": sum(p.numel() for p in base.model.parameters()),
+               "train_datapoints": len(train_points), "val_datapoints": len(val_points),
+               "processes": ctx.world_size, "time_s": round(seconds, 1),
+               "val_psnr_3_steps": training["val_psnr"]["3_steps"], "val_psnr_10_steps": training["val_psnr"]["10_steps"],
+               "val_psnr_5bit_10_steps": training["val_psnr_5bit_10_steps"]}
+    print_table(summary)
+    return summary
+
+
+def parse_ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"{option} expects comma-separated integers, got {text!r}") from None
 
 
 def parse_region(text: str) -> tuple[int, int, int, int]:
@@ -393,10 +524,11 @@ def bench_names():
 def command_bench(args) -> dict:
     from metacompress.bench import BENCHMARKS, run_benchmark
 
-    out = Path(args.out or f"benchmarks/results/{args.name}")
+    folder = args.name + (f"-{args.modality}" if args.modality else "")
+    out = Path(args.out or f"benchmarks/results/{folder}")
     if args.profile == "paper" and not args.out:
         out = out / "paper"
-    options = {"codec": args.codec} if args.codec else {}
+    options = {k: v for k, v in (("codec", args.codec), ("modality", args.modality)) if v}
     results = run_benchmark(BENCHMARKS[args.name], args.name, args.profile, args.data_root, out, **options)
     print(f"results written to {out / 'results.json'}")
     return {"command": "bench", "name": args.name, "profile": args.profile, "out": str(out), "results": results}
@@ -410,7 +542,8 @@ def command_demo(args) -> dict:
 
 COMMANDS = {"train": command_train, "prune": command_prune, "quantize": command_quantize,
             "robustify": command_robustify, "encode": command_encode,
-            "decode": command_decode, "bench": command_bench, "demo": command_demo}
+            "decode": command_decode, "train-base": command_train_base, "bench": command_bench,
+            "demo": command_demo}
 
 
 def main(argv=None) -> int:

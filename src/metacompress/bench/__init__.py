@@ -4,12 +4,12 @@ Each ``run(profile, data_root, out_dir)`` returns the ``results`` dict; ``run_be
 in the common results document (GUIDE §4) and writes ``<out_dir>/results.json`` beside its plots.
 """
 
-from metacompress.bench import (image_rd, prune_at_init, quant_robustness, structured_accuracy, structured_speedup,
+from metacompress.bench import (coinpp_rd, image_rd, prune_at_init, quant_robustness, structured_accuracy, structured_speedup,
                                 train_reference)
 from metacompress.bench.results import run_benchmark
 
 BENCHMARKS = {"train-reference": train_reference, "prune-at-init": prune_at_init,
               "structured-speedup": structured_speedup, "structured-accuracy": structured_accuracy,
-              "quant-robustness": quant_robustness, "image-rd": image_rd}
+              "quant-robustness": quant_robustness, "image-rd": image_rd, "coinpp-rd": coinpp_rd}
 
 __all__ = ["BENCHMARKS", "run_benchmark"]

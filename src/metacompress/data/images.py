@@ -18,11 +18,11 @@ _WIDE_MODES = ("I", "F")
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """PNG/TIFF files directly inside ``folder`` (not recursive), sorted by name."""
+    """PNG/TIFF files anywhere under ``folder`` (recursive, like ``list_audio``), sorted by path."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: image folder not found")
-    paths = sorted(p for p in folder.iterdir()
+    paths = sorted(p for p in folder.rglob("*")
                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise DataError(f"{folder}: no images found (expected {', '.join(IMAGE_SUFFIXES)} files)")

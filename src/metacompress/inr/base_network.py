@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -21,6 +22,9 @@ from metacompress.errors import DataError
 from metacompress.inr.siren import ModulatedSiren
 
 FORMAT = "metacompress-base-network"
+# Shipped with the package: an image base network meta-learned on photo patches (never Kodak);
+# the README gives the command that made it.
+DEFAULT_BASE = Path(__file__).resolve().parent.parent / "bases" / "photos"
 VERSION = 1
 ARCHITECTURE_KEYS = ("in_dim", "width", "depth", "out_dim", "latent_dim", "w0")
 

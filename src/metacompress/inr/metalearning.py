@@ -17,6 +17,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from metacompress.checkpoint import load_checkpoint, save_checkpoint
+from metacompress.distributed import DistContext, all_reduce_sum, barrier
 from metacompress.errors import UserError
 from metacompress.inr.siren import ModulatedSiren
 from metacompress.training import optimizer_tensors, restore_optimizer
@@ -89,14 +90,23 @@ BatchSampler = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor
 
 
 def meta_train(model: ModulatedSiren, sample: BatchSampler, config: MetaConfig, out_dir: Path | None = None,
-               resume: bool = False, progress: Callable[[int, float], None] | None = None) -> list[dict]:
+               resume: bool = False, progress: Callable[[int, float], None] | None = None,
+               ctx: DistContext | None = None) -> list[dict]:
     """Outer loop (Eq. 5.10) with Adam; returns one history entry per iteration.
 
     Iteration i draws its batch from a generator seeded with (seed, i), so a resumed run sees
     exactly the batches an uninterrupted one would.  A step is skipped — weights untouched —
     when its loss or gradient is not finite or its loss spikes above ``spike_factor`` × the
     recent median; weights that still come out non-finite are restored from before the step.
+
+    Under torchrun (``ctx`` with world size N) every process draws the same global batch and
+    trains on its own 1/N slice; losses and gradients are averaged over processes, so every
+    process takes the same skip decision and the same step — the step one process would take
+    on the whole batch (the meta-loss is a mean of independent per-sample terms).
     """
+    world, rank = (ctx.world_size, ctx.rank) if ctx is not None else (1, 0)
+    if config.batch_size % world:
+        raise UserError(f"batch size {config.batch_size} does not split evenly over {world} processes")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.outer_lr)
     start, history = 0, []
     if resume:
@@ -105,14 +115,19 @@ def meta_train(model: ModulatedSiren, sample: BatchSampler, config: MetaConfig, 
     for iteration in range(start, config.iterations):
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + iteration)
         coords, features = sample(config.batch_size, generator)
+        if world > 1:
+            share = slice(rank * config.batch_size // world, (rank + 1) * config.batch_size // world)
+            coords, features = (coords[share] if coords.dim() == 3 else coords), features[share]
         loss = meta_loss(model, coords, features, config.inner_steps, config.inner_lr, config.first_order,
                          config.checkpoint_steps)
-        value = loss.item()
+        value = loss.item() if world == 1 else all_reduce_sum(loss.detach().reshape(1), ctx).item() / world
         spike = len(recent) >= 10 and value > config.spike_factor * statistics.median(recent)
         skipped = not math.isfinite(value) or spike
         if not skipped:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if world > 1:
+                average_gradients(model, ctx)
             skipped = not all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
         if not skipped:
             before = [p.detach().clone() for p in model.parameters()]
@@ -128,8 +143,19 @@ def meta_train(model: ModulatedSiren, sample: BatchSampler, config: MetaConfig, 
         if progress is not None:
             progress(iteration + 1, value)
         if out_dir is not None and ((iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == config.iterations):
-            save_meta_checkpoint(out_dir, model, optimizer, config, history)
+            if rank == 0:
+                save_meta_checkpoint(out_dir, model, optimizer, config, history)
+            if ctx is not None:
+                barrier(ctx)
     return history
+
+
+def average_gradients(model: torch.nn.Module, ctx: DistContext) -> None:
+    """Mean of every parameter's gradient over the processes, in one all-reduce."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    flat = all_reduce_sum(torch.cat([p.grad.reshape(-1) for p in params]), ctx) / ctx.world_size
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad.copy_(g.view_as(p.grad))
 
 
 def save_meta_checkpoint(out_dir: Path, model: ModulatedSiren, optimizer, config: MetaConfig, history: list) -> None:

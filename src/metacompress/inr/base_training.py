@@ -1,0 +1,181 @@
+"""Training a COIN++ base network: meta-learning on random patches, then the latent statistics.
+
+After the outer loop (``meta_train``) the training patches are encoded once more with the
+encoder's own inner loop; the global mean/std of those latents sets the quantizer's clipping
+range and, per bit-width, the symbol counts become the entropy model (thesis §5.2.3).  The
+finished base network carries everything the codec needs in its JSON description.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metacompress.codecs.coinpp import DEFAULT_STEPS, fit_tile_latents, quantizer_for, render_tiles
+from metacompress.codecs.entropy import SymbolModel
+from metacompress.codecs.latent_quantizer import LatentQuantizer
+from metacompress.distributed import DistContext
+from metacompress.errors import UserError
+from metacompress.inr.base_network import BaseNetwork, build_model
+from metacompress.inr.metalearning import BatchSampler, MetaConfig, meta_train, psnr_from_mse
+from metacompress.modalities.datapoint import coordinates
+from metacompress.modalities.patches import random_patches
+
+CODE_BITS = tuple(range(3, 9))  # thesis Figure 5.10: 3–8 bits
+
+
+@dataclass
+class BaseSettings:
+    """Architecture and data description of a base network (thesis C.3 defaults: 10 × 512, ω₀ 50)."""
+
+    modality: str
+    patch: tuple[int, ...]
+    out_dim: int
+    width: int = 512
+    depth: int = 10
+    latent_dim: int = 128
+    w0: float = 50.0
+    coord_scale: float = 1.0
+    value_range: list[list[float]] | None = None  # per channel [lo, hi]; None: each datapoint's own
+    extra: dict = field(default_factory=dict)  # sample_rate (audio); grid, variables, units (sphere)
+    code_patches: int = 2048  # training patches the latent statistics are measured on
+    code_steps: int = DEFAULT_STEPS
+
+    def config(self) -> dict:
+        sphere = self.modality == "sphere"
+        return {"modality": self.modality, "in_dim": 3 if sphere else len(self.patch), "width": self.width,
+                "depth": self.depth, "out_dim": self.out_dim, "latent_dim": self.latent_dim, "w0": self.w0,
+                "patch": list(self.patch), "coordinates": "sphere" if sphere else "grid",
+                "coord_scale": self.coord_scale, "value_range": self.value_range} | self.extra
+
+
+def patch_sampler(points: list[torch.Tensor], config: dict) -> BatchSampler:
+    """Batches of random patches from random datapoints (each (*spatial, C) features in [0, 1])."""
+    if not points:
+        raise UserError("no training data")
+    coords, patch = coordinates(config), tuple(config["patch"])
+
+    def sample(batch_size: int, generator: torch.Generator):
+        chosen = torch.randint(len(points), (batch_size,), generator=generator).tolist()
+        patches = [random_patches(points[i], patch, 1, generator)[0] for i in chosen]
+        return coords, torch.stack(patches).reshape(batch_size, coords.shape[0], -1)
+
+    return sample
+
+
+def sample_tiles(points: list[torch.Tensor], config: dict, count: int, seed: int) -> torch.Tensor:
+    """``count`` random patches as (count, points, C), reproducibly."""
+    _, features = patch_sampler(points, config)(count, torch.Generator().manual_seed(seed))
+    return features
+
+
+def mean_psnr(base: BaseNetwork, tiles: torch.Tensor, steps: int, bits: int | None = None) -> float:
+    """Mean per-tile PSNR after ``steps`` inner steps (latents quantized to ``bits`` if given)."""
+    latents = fit_tile_latents(base, tiles, steps)
+    if bits is not None:
+        quantizer = quantizer_for(base, bits)
+        latents = quantizer.values(quantizer.symbols(latents))
+    mse = ((render_tiles(base, latents) - tiles) ** 2).flatten(1).mean(dim=1)
+    return float(torch.tensor([psnr_from_mse(m) for m in mse.tolist()]).mean())
+
+
+def latent_codes(base: BaseNetwork, tiles: torch.Tensor, steps: int, bits: tuple[int, ...] = CODE_BITS) -> dict:
+    """Quantizer statistics and per-bit-width symbol counts of the training latents."""
+    latents = fit_tile_latents(base, tiles, steps)
+    stats = LatentQuantizer.fit(latents, 8)
+    counts = {}
+    for b in bits:
+        quantizer = LatentQuantizer(stats.mean, stats.std, b)
+        counts[str(b)] = list(SymbolModel.from_symbols(quantizer.symbols(latents), b).counts)
+    return {"mean": stats.mean, "std": stats.std, "steps": steps, "patches": int(tiles.shape[0]),
+            "symbol_counts": counts}
+
+
+def train_base(settings: BaseSettings, train_points: list[torch.Tensor], val_points: list[torch.Tensor],
+               meta: MetaConfig, out_dir: Path | None = None, resume: bool = False,
+               progress: Callable[[int, float], None] | None = None, ctx: DistContext | None = None) -> BaseNetwork:
+    """Meta-learn a base network on ``train_points`` and measure its codes; validation PSNR on ``val_points``."""
+    config = settings.config()
+    torch.manual_seed(meta.seed)
+    model = build_model(config)
+    history = meta_train(model, patch_sampler(train_points, config), meta, out_dir, resume, progress, ctx)
+    model.eval()
+    base = BaseNetwork(model, config)
+    # whole datapoints (CIFAR-10, globes): no more draws than there are datapoints
+    whole = all(tuple(p.shape[:-1]) == tuple(settings.patch) for p in train_points + val_points)
+    code_count = min(settings.code_patches, len(train_points)) if whole else settings.code_patches
+    code_tiles = sample_tiles(train_points, config, code_count, meta.seed + 1)
+    base.config["codes"] = latent_codes(base, code_tiles, settings.code_steps)
+    val_source = val_points or train_points
+    val_tiles = sample_tiles(val_source, config, min(256, len(val_source)) if whole else 256, meta.seed + 2)
+    base.config["training"] = {
+        "meta": asdict(meta), "train_datapoints": len(train_points), "val_datapoints": len(val_points),
+        "val_source": "held-out datapoints" if val_points else "training datapoints (none held out)",
+        "final_loss": history[-1]["loss"] if history else None,
+        "skipped_steps": sum(h["skipped"] for h in history),
+        "val_psnr": {f"{s}_steps": round(mean_psnr(base, val_tiles, s), 3) for s in (3, 10)},
+        "val_psnr_5bit_10_steps": round(mean_psnr(base, val_tiles, 10, bits=5), 3),
+    }
+    return base
+
+
+DEFAULT_PATCHES = {"image": (32, 32), "audio": (800,), "volume": (16, 16, 16)}  # thesis C.3: 200–1600 audio
+AUDIO_RATE, AUDIO_COORD_SCALE = 16_000, 5.0  # thesis C.3.3
+
+
+def prepare_training(modality: str, data: str | Path | list[np.ndarray], patch: tuple[int, ...] | None = None,
+                     width: int = 512, depth: int = 10, latent_dim: int = 128, w0: float = 50.0,
+                     variables: list[str] | None = None, val_fraction: float = 0.05, seed: int = 0,
+                     extra: dict | None = None) -> tuple[BaseSettings, list, list]:
+    """Settings and (train, validation) features for a base network of ``modality``.
+
+    ``data`` is a file or folder, or datapoints already in the canonical layout (globes then need
+    ``extra``: their grid, variables and units).  Value ranges: images [0, 255] per channel,
+    audio [−1, 1], volumes each their own, globes the training data's range per variable.
+    Validation takes a random ``val_fraction`` of the datapoints, rounded — none from a handful
+    of datapoints (two volumes), when validation PSNR is measured on training patches instead.
+    """
+    from metacompress.data.datapoints import globe_description, training_datapoints, training_features
+
+    if not 0 <= val_fraction < 1:
+        raise UserError(f"validation fraction must be in [0, 1), got {val_fraction}")
+    in_memory = isinstance(data, list)
+    coord_scale, out_dim, value_range = 1.0, 1, None
+    extra = dict(extra or {})
+    if modality == "image":
+        out_dim, value_range = 3, [[0.0, 255.0]] * 3
+    elif modality == "audio":
+        extra, coord_scale, value_range = {"sample_rate": AUDIO_RATE}, AUDIO_COORD_SCALE, [[-1.0, 1.0]]
+    elif modality == "sphere":
+        extra = extra if in_memory else globe_description(data, variables)
+        out_dim = len(extra["variables"])
+        patch_shape = (len(extra["grid"]["latitude"]), len(extra["grid"]["longitude"]))
+        if patch is not None and tuple(patch) != patch_shape:
+            raise UserError(f"globes are modelled whole: the patch is the {patch_shape[0]}×{patch_shape[1]} grid")
+        patch = patch_shape
+    elif modality != "volume":
+        raise UserError(f"unknown modality {modality!r}")
+    patch = tuple(patch or DEFAULT_PATCHES[modality])
+    expected_axes = {"image": 2, "audio": 1, "volume": 3, "sphere": 2}[modality]
+    if len(patch) != expected_axes or min(patch) < 1:
+        raise UserError(f"a {modality} patch has {expected_axes} positive sizes, got {patch}")
+    config = {"modality": modality, "out_dim": out_dim, "value_range": value_range, **extra}
+    points = data if in_memory else training_datapoints(modality, data, config)
+    if not points:
+        raise UserError("no training data")
+    if modality == "sphere":
+        stacked = np.stack(points)
+        lo, hi = stacked.min(axis=(0, 1, 2)), stacked.max(axis=(0, 1, 2))
+        value_range = [[float(a), float(b) if b > a else float(a) + 1.0] for a, b in zip(lo, hi)]
+        config["value_range"] = value_range
+    features = training_features(points, config)
+    order = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = min(round(val_fraction * len(features)), len(features) - 1)  # a few volumes: all train
+    val = [features[i] for i in order[:n_val]]
+    train = [features[i] for i in order[n_val:]]
+    settings = BaseSettings(modality, patch, out_dim, width, depth, latent_dim, w0, coord_scale, value_range, extra)
+    return settings, train, val

@@ -1,0 +1,265 @@
+"""COIN++ codec: round trips for every modality, exact agreement with the quantized latents, and refusals."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import run_torchrun
+import torch
+
+from metacompress.codecs.base import unpack
+from metacompress.codecs.coinpp import Datapoint, decode, encode, encode_many, fit_tile_latents, quantizer_for, \
+    render_tiles, symbol_model
+from metacompress.data import sample_path
+from metacompress.data.datapoints import read_datapoint, training_datapoints, write_datapoint
+from metacompress.errors import FormatError, UserError
+from metacompress.inr.base_network import load_base, save_base
+from metacompress.inr.base_training import prepare_training, train_base
+from metacompress.inr.metalearning import MetaConfig
+from metacompress.modalities.datapoint import from_features, to_features
+from metacompress.modalities.patches import tile_patches, untile_patches
+
+SAMPLES = {"image": "photo", "audio": "speech", "volume": "mri", "sphere": "globe"}
+TINY = {"image": (8, 8), "audio": (100,), "volume": (8, 8, 8), "sphere": None}
+
+
+def tiny_base(modality, tmp_path, latent_dim=6, iterations=3):
+    """A small base network trained for a few steps on the bundled sample of ``modality``."""
+    data = tmp_path / f"train-{modality}"
+    data.mkdir(exist_ok=True)
+    source = sample_path(SAMPLES[modality])
+    (data / source.name).write_bytes(source.read_bytes())
+    settings, train, val = prepare_training(modality, data, patch=TINY[modality], width=12, depth=2,
+                                            latent_dim=latent_dim, w0=30.0, val_fraction=0.0)
+    settings.code_patches = 64
+    return train_base(settings, train, val, MetaConfig(iterations=iterations, batch_size=4, outer_lr=1e-4))
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bases")
+    return {m: tiny_base(m, root) for m in SAMPLES}
+
+
+def sample_point(modality, base):
+    point = read_datapoint(sample_path(SAMPLES[modality]), base.config, time_index=0)
+    if modality == "image":  # a corner with a partial tile on both axes
+        point.values = np.ascontiguousarray(point.values[:21, :30])
+    if modality == "audio":
+        point.values = point.values[:1234]
+    if modality == "volume":
+        point.values = np.ascontiguousarray(point.values[:13, :9, :17])
+    return point
+
+
+@pytest.mark.parametrize("modality", list(SAMPLES))
+@pytest.mark.parametrize("entropy", [True, False])
+def test_decode_equals_reconstruction_from_quantized_latents(bases, modality, entropy):
+    base = bases[modality]
+    point = sample_point(modality, base)
+    result = encode(point, base, bits=5, steps=3, entropy=entropy)
+    decoded = decode(result.data, base)
+    assert decoded.values.dtype == point.values.dtype and decoded.values.shape == point.values.shape
+    np.testing.assert_array_equal(decoded.values, result.reconstruction)
+    # the same by hand: fit, quantize to bin centres, render, stitch, denormalize
+    config = base.config
+    x_range = None if config["value_range"] is not None else \
+        (float(point.values.min()), float(np.float32(np.percentile(point.values, 99.5))))
+    features = to_features(point.values, config, x_range)
+    tiles = tile_patches(features, tuple(config["patch"]))
+    latents = fit_tile_latents(base, tiles.reshape(tiles.shape[0], -1, tiles.shape[-1]), 3)
+    quantizer = quantizer_for(base, 5)
+    rendered = render_tiles(base, quantizer.values(quantizer.symbols(latents)))
+    by_hand = from_features(untile_patches(rendered.reshape(tiles.shape), features.shape), config,
+                            point.values.shape[-1], point.dtype, x_range)
+    np.testing.assert_array_equal(decoded.values, by_hand)
+    if modality == "volume":
+        assert decoded.spacing == pytest.approx(point.spacing)
+    if not entropy:
+        container = unpack(result.data)
+        assert len(container.payload) == math.ceil(result.tiles * base.model.latent_dim * 5 / 8)
+
+
+def test_entropy_coded_size_is_the_model_cross_entropy_and_psnr_is_measured(bases):
+    base = bases["image"]
+    point = sample_point("image", base)
+    coded = encode(point, base, bits=6, steps=3)
+    quantizer = quantizer_for(base, 6)
+    symbols = quantizer.symbols(coded.latents)
+    ideal_bytes = symbol_model(base, 6).cross_entropy_bits(symbols) / 8
+    assert ideal_bytes <= len(unpack(coded.data).payload) <= 1.01 * ideal_bytes + 2
+    reference = point.values.astype(np.float64)
+    mse = np.mean((coded.reconstruction.astype(np.float64) - reference) ** 2)
+    assert coded.psnr == pytest.approx(10 * math.log10(255 ** 2 / mse), rel=1e-6)
+
+
+def test_batched_encoding_decodes_exactly_and_matches_one_by_one(bases):
+    base = bases["image"]
+    image = read_datapoint(sample_path("photo"), base.config).values
+    points = [Datapoint(np.ascontiguousarray(image[i:i + 16, i:i + 40]), "uint8") for i in range(0, 160, 16)]
+    batched = encode_many(points, base, bits=5, steps=2)
+    for point, result in zip(points, batched):
+        np.testing.assert_array_equal(decode(result.data, base).values, result.reconstruction)
+        alone = encode(point, base, bits=5, steps=2)  # batched products may round differently: same up to that
+        assert len(result.data) == pytest.approx(len(alone.data), abs=2) and result.psnr == pytest.approx(alone.psnr, abs=0.05)
+
+
+def test_grey_image_on_rgb_base_stays_grey(bases):
+    base = bases["image"]
+    grey = read_datapoint(sample_path("photo"), base.config).values[:16, :16].mean(axis=-1, keepdims=True)
+    point = Datapoint(np.round(grey).astype(np.uint8), "uint8")
+    result = encode(point, base, steps=2)
+    assert decode(result.data, base).values.shape == (16, 16, 1)
+
+
+def test_mismatched_base_wrong_modality_and_corruption_are_refused(bases, tmp_path):
+    base = bases["image"]
+    data = encode(sample_point("image", base), base, steps=2).data
+    other = tiny_base("image", tmp_path, iterations=4)
+    with pytest.raises(FormatError, match="encoded with base network .* not this one"):
+        decode(data, other)
+    with pytest.raises(FormatError, match="holds image data, but the base network is for audio"):
+        decode(data, bases["audio"])
+    corrupt = bytearray(data)
+    corrupt[len(corrupt) // 2] ^= 0x10
+    with pytest.raises(FormatError, match="CRC"):
+        decode(bytes(corrupt), base)
+    with pytest.raises(FormatError):
+        decode(data[:-7], base)
+
+
+def test_wrong_channels_and_globe_grid_are_refused(bases):
+    with pytest.raises(UserError, match="channel"):
+        encode(Datapoint(np.zeros((8, 8, 2), np.uint8), "uint8"), bases["image"])
+    with pytest.raises(UserError, match="grid"):
+        encode(Datapoint(np.zeros((10, 20, 2), np.float32), "float32"), bases["sphere"])
+    with pytest.raises(UserError, match="bits"):
+        encode(sample_point("image", bases["image"]), bases["image"], bits=12)
+
+
+def test_saved_base_decodes_the_same(bases, tmp_path):
+    base = bases["sphere"]
+    point = sample_point("sphere", base)
+    result = encode(point, base, steps=2)
+    save_base(tmp_path / "sphere", base)
+    loaded = load_base(tmp_path / "sphere")
+    assert loaded.hash == base.hash
+    np.testing.assert_array_equal(decode(result.data, loaded).values, result.reconstruction)
+
+
+def test_latent_codes_count_every_training_symbol(bases):
+    codes = bases["audio"].config["codes"]
+    for bits, counts in codes["symbol_counts"].items():
+        assert len(counts) == 2 ** int(bits)
+        assert sum(counts) == codes["patches"] * bases["audio"].model.latent_dim + 2 ** int(bits)  # add-one
+
+
+@pytest.mark.parametrize("modality,suffix", [("image", ".png"), ("audio", ".wav"), ("audio", ".flac"),
+                                             ("volume", ".nii.gz"), ("sphere", ".npy"), ("sphere", ".nc")])
+def test_written_files_read_back(bases, tmp_path, modality, suffix):
+    base = bases[modality]
+    point = decode(encode(sample_point(modality, base), base, steps=1).data, base)
+    path = tmp_path / f"out{suffix}"
+    write_datapoint(path, point, base.config)
+    back = read_datapoint(path, base.config, time_index=0)
+    tolerance = 1 / 32768 if modality == "audio" else 1e-6
+    np.testing.assert_allclose(back.values, np.clip(point.values, -1, 1) if modality == "audio" else point.values,
+                               atol=tolerance)
+
+
+def test_training_on_kodak_is_refused(tmp_path):
+    kodak = tmp_path / "kodak"
+    kodak.mkdir()
+    with pytest.raises(UserError, match="Kodak"):
+        training_datapoints("image", kodak, {"out_dim": 3})
+
+
+def run_cli(args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "metacompress.cli"] + args, capture_output=True, text=True,
+                          timeout=600, **kwargs)
+
+
+def last_json(stdout):
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_cli_train_base_encode_decode_audio(tmp_path):
+    data = tmp_path / "speech"
+    data.mkdir()
+    (data / "a.flac").write_bytes(sample_path("speech").read_bytes())
+    base = tmp_path / "audio-base"
+    out = run_cli(["train-base", "--modality", "audio", "--data", str(data), "--out", str(base), "--patch", "200",
+                   "--width", "16", "--depth", "2", "--latent-dim", "8", "--iters", "4", "--batch-size", "4",
+                   "--outer-lr", "1e-4", "--val-fraction", "0", "--no-progress", "--json"])
+    assert out.returncode == 0, out.stderr
+    summary = last_json(out.stdout)
+    assert summary["hash"] == load_base(base).hash and (tmp_path / "audio-base.run" / "meta_checkpoint.json").exists()
+    out = run_cli(["encode", str(data / "a.flac"), "-o", str(tmp_path / "a.mcz"), "--base", str(base) + ".json",
+                   "--bits", "4", "--steps", "2", "--json"])
+    assert out.returncode == 0, out.stderr
+    encoded = last_json(out.stdout)
+    assert encoded["bytes"] == (tmp_path / "a.mcz").stat().st_size and encoded["patches"] == math.ceil(40_000 / 200)
+    out = run_cli(["decode", str(tmp_path / "a.mcz"), "-o", str(tmp_path / "a.wav"), "--base", str(base)])
+    assert out.returncode == 0, out.stderr
+    import soundfile
+
+    decoded, rate = soundfile.read(tmp_path / "a.wav")
+    assert rate == 16_000 and decoded.shape == (40_000,)
+    # decoding with the bundled image base is refused, in one line, writing nothing
+    out = run_cli(["decode", str(tmp_path / "a.mcz"), "-o", str(tmp_path / "b.wav")])
+    assert out.returncode == 2 and "audio data, but the base network is for image" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "b.wav").exists()
+
+
+@pytest.mark.slow
+def test_two_process_meta_training_equals_one_process(tmp_path):
+    data = tmp_path / "globes"
+    data.mkdir()
+    (data / "g.nc").write_bytes(sample_path("globe").read_bytes())
+    common = ["train-base", "--modality", "sphere", "--data", str(data), "--width", "16", "--depth", "2",
+              "--latent-dim", "4", "--iters", "3", "--batch-size", "4", "--outer-lr", "1e-3", "--no-progress"]
+    single = run_cli(common + ["--out", str(tmp_path / "one")])
+    assert single.returncode == 0, single.stderr
+    ddp = run_torchrun(common + ["--out", str(tmp_path / "two"), "--json"])
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one, two = load_base(tmp_path / "one"), load_base(tmp_path / "two")
+    for (name, a), b in zip(one.model.state_dict().items(), two.model.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("dtype,values", [
+    ("uint8", np.arange(0, 256, dtype=np.uint8).reshape(16, 16, 1)),
+    ("uint16", (np.arange(4096, dtype=np.uint16) * 13).reshape(16, 16, 16, 1)),
+    ("int16", np.arange(-500, 500, dtype=np.int16).reshape(1000, 1)),
+])
+def test_integer_datapoints_survive_the_feature_mapping_exactly(dtype, values):
+    config = {"out_dim": 1, "value_range": None}
+    x_range = (float(values.min()), float(values.max()))
+    back = from_features(to_features(values, config, x_range), config, 1, dtype, x_range)
+    assert back.dtype == values.dtype
+    np.testing.assert_array_equal(back, values)
+
+
+def test_float_datapoints_survive_the_feature_mapping_to_float32_precision(bases):
+    for modality in ("audio", "sphere"):
+        config = bases[modality].config
+        values = sample_point(modality, bases[modality]).values
+        back = from_features(to_features(values, config), config, values.shape[-1], "float32")
+        np.testing.assert_allclose(back, values, rtol=0, atol=4e-7 * float(np.abs(values).max()))
+
+
+def test_sphere_coordinates_give_back_the_grid(bases):
+    from metacompress.modalities.datapoint import coordinates
+
+    config = bases["sphere"].config
+    xyz = coordinates(config).double()
+    lat = np.degrees(np.arcsin(xyz[:, 2].numpy())).reshape(config["patch"])
+    lon = np.degrees(np.arctan2(xyz[:, 1].numpy(), xyz[:, 0].numpy())).reshape(config["patch"])
+    np.testing.assert_allclose(lat[:, 0], config["grid"]["latitude"], atol=1e-4)
+    wrapped = (np.asarray(config["grid"]["longitude"]) + 180) % 360 - 180
+    equator = lon[len(lon) // 2]  # (at a pole every longitude is the same point)
+    np.testing.assert_allclose((equator + 180) % 360 - 180, wrapped, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(xyz.numpy(), axis=1), 1.0, atol=1e-6)
