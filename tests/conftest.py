@@ -73,3 +73,23 @@ def run_torchrun(args: list[str], processes: int = 2):
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            f"--nproc_per_node={processes}", "-m", "metacompress.cli"] + args,
                           capture_output=True, text=True, env=env, timeout=600)
+
+
+SAMPLES = {"image": "photo", "audio": "speech", "volume": "mri", "sphere": "globe"}  # bundled sample per modality
+TINY = {"image": (8, 8), "audio": (100,), "volume": (8, 8, 8), "sphere": None}  # patch shapes of tiny bases
+
+
+def tiny_base(modality, tmp_path, latent_dim=6, iterations=3):
+    """A small COIN++ base network trained for a few steps on the bundled sample of ``modality``."""
+    from metacompress.data import sample_path
+    from metacompress.inr.base_training import prepare_training, train_base
+    from metacompress.inr.metalearning import MetaConfig
+
+    data = tmp_path / f"train-{modality}"
+    data.mkdir(exist_ok=True)
+    source = sample_path(SAMPLES[modality])
+    (data / source.name).write_bytes(source.read_bytes())
+    settings, train, val = prepare_training(modality, data, patch=TINY[modality], width=12, depth=2,
+                                            latent_dim=latent_dim, w0=30.0, val_fraction=0.0)
+    settings.code_patches = 64
+    return train_base(settings, train, val, MetaConfig(iterations=iterations, batch_size=4, outer_lr=1e-4))

@@ -8,7 +8,8 @@ from metacompress.bench import coinpp_rd as bench
 from metacompress.bench.results import run_benchmark
 
 TINY = {
-    "sphere": bench.Profile((bench.BaseRecipe(4, 16, 2, 4, 4, 1e-3),), test_limit=3, bits=(3, 8)),
+    "sphere": bench.Profile((bench.BaseRecipe(4, 16, 2, 4, 4, 1e-3),), test_limit=3, bits=(3, 8),
+                            throughput_workers=(1, 2)),
     "audio": bench.Profile((bench.BaseRecipe(8, 16, 2, 3, 4, 1e-3, patch=(200,)),), test_limit=2, bits=(4,),
                            ablation_limit=1),
     "volume": bench.Profile((bench.BaseRecipe(8, 16, 2, 3, 4, 1e-3, patch=(8, 8, 8)),), bits=(4,),
@@ -38,6 +39,15 @@ def test_coinpp_rd_writes_measured_results_and_reuses_its_base(data_root, tmp_pa
     assert all(len(curve) >= 2 for curve in results["classical"].values())
     if modality == "sphere":
         assert points[1]["rmse"] < points[0]["rmse"] and points[0]["rate"] > points[1]["rate"]
+        # one archive of the 3 globes: 68 bytes of header, index and CRCs where 3 files have 3 × 8 header bytes
+        # (records here are under 128 bytes: one-byte lengths)
+        for p in points:
+            assert p["archive_bytes"] == p["bytes"] - 3 * 8 + 39 + 5 + 1 + 3 * 5 + 4 + 4
+            assert p["archive_rate"] == pytest.approx(3 * 73 * 144 * 2 * 4 / p["archive_bytes"])
+        runs = results["archive_throughput"]["runs"]
+        assert [r["workers"] for r in runs] == [1, 2, 1, 2] and all(r["identical_to_first"] for r in runs)
+        assert runs[0]["items"] == 3 and len({r["archive_bytes"] for r in runs}) == 1
+        assert set(results["archive_throughput"]["best_items_per_s"]) == {"1", "2"}
     # a second run loads the cached base network instead of training again
     monkeypatch.setattr(bench, "train_base", lambda *a, **k: pytest.fail("retrained"))
     again = run_benchmark(bench, "coinpp-rd", "cpu", data_root, out, modality=modality)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from metacompress.codecs import coin
 from metacompress.codecs.base import Container, encode_uvarint, pack, unpack
-from metacompress.codecs.coin import (KODAK_ARCHITECTURES, CoinConfig, architecture_for, clipping_stds, coin_file,
+from metacompress.codecs.coin import (KODAK_ARCHITECTURES, CoinConfig, architecture_for, clipping_stds, coin_config_bytes, coin_file,
                                       coin_file_size, decode_image, encode_image, model_from_container, pack_bits,
                                       render, unpack_bits)
 from metacompress.data.images import load_image
@@ -102,18 +102,25 @@ def test_odd_integer_scale_contains_the_stored_grid_exactly(n, scale):
 
 containers = st.builds(
     Container, codec=st.sampled_from(["coin", "coinpp"]), modality=st.sampled_from(["image", "audio", "volume"]),
-    shape=st.lists(st.integers(1, 600), min_size=1, max_size=3).map(tuple),
-    dtype=st.sampled_from(["uint8", "float32"]), config=st.binary(max_size=300), payload=st.binary(max_size=300))
+    shape=st.none() | st.lists(st.integers(1, 600), min_size=1, max_size=3).map(tuple),
+    dtype=st.sampled_from(["uint8", "float32"]), body=st.binary(max_size=300))
 
 
-@given(containers)
-def test_container_round_trip(container):
-    assert unpack(pack(container)) == container
+@given(containers, st.binary(max_size=40))
+def test_container_round_trip(container, key):
+    assert unpack(pack(container, key), crc_key=key) == container
 
 
 def test_container_header_is_tiny():
-    header = len(pack(Container("coin", "image", (32, 32, 3), "uint8", b"", b"")))
-    assert header == 14  # magic 2, version, codec, kind, ndim, 3 dims, config length, CRC 4: 0.11 bpp at 32×32
+    # format byte, kind byte, CRC: 6 bytes when the codec supplies the shape; the shape costs 1 + 1 per small dim
+    assert len(pack(Container("coinpp", "image", None, "uint8", b""))) == 6
+    assert len(pack(Container("coin", "image", (32, 32, 3), "uint8", b""))) == 10
+
+
+def test_crc_key_binds_a_file_to_its_key():
+    data = pack(Container("coinpp", "image", None, "uint8", b"abc"), crc_key=b"base one")
+    with pytest.raises(FormatError, match="made with another base network"):
+        unpack(data, crc_key=b"base two")
 
 
 def with_crc(body: bytes) -> bytes:
@@ -121,13 +128,15 @@ def with_crc(body: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("body, message", [
-    (b"Mz\x02\x01\x00\x01\x05\x00", "version 2 is not supported"),
-    (b"Mz\x01\x09\x00\x01\x05\x00", "unknown codec id 9"),
-    (b"Mz\x01\x01\x70\x01\x05\x00", "unknown modality/dtype"),
-    (b"Mz\x01\x01\x00\x00\x00", "bad number of dimensions 0"),
-    (b"Mz\x01\x01\x00\x02" + encode_uvarint(1 << 20) * 2 + b"\x00", "implausibly large"),
-    (b"Mz\x01\x01\x00\x01\x05\x40ab", "config length 64 runs past the end"),
-    (b"Mz\x01\x01\x00\x01\xff\xff\xff\xff\xff\xff", "integer field too long"),
+    (b"Mz\x01\x01\x00\x01\x05\x00", "format 1, which this version no longer reads"),
+    (b"PK\x03\x04", "not a metacompress .mcz file"),
+    (b"\xb3\x01", "version 3 is not supported"),
+    (b"\xb2\x00", "unknown codec id 0"),
+    (b"\xb2\x81", "unknown flags"),
+    (b"\xb2\x41\x00", "bad number of dimensions 0"),
+    (b"\xb2\x41\x02" + encode_uvarint(1 << 20) * 2, "implausibly large"),
+    (b"\xb2\x41\x01\xff\xff\xff\xff\xff\xff", "integer field too long"),
+    (b"\xb2\x41\x02\x05", "truncated header"),
 ])
 def test_container_rejects_bad_fields_before_allocating(body, message):
     with pytest.raises(FormatError, match=message):
@@ -150,11 +159,10 @@ def test_decoder_rejects_any_truncation_or_bit_flip(encoded, data):
 
 def test_valid_container_with_inconsistent_payload_is_refused(encoded):
     container = unpack(encoded.data)
-    short = Container(container.codec, container.modality, container.shape, container.dtype, container.config,
-                      container.payload[:-2])
+    short = Container(container.codec, container.modality, container.shape, container.dtype, container.body[:-2])
     with pytest.raises(FormatError, match="payload is .* bytes, the header implies"):
         decode_image(pack(short))
-    audio = Container(container.codec, "audio", (1000,), "float32", container.config, container.payload)
+    audio = Container(container.codec, "audio", (1000,), "float32", container.body)
     with pytest.raises(FormatError, match="COIN stores 8-bit images"):
         decode_image(pack(audio))
 
@@ -175,7 +183,8 @@ def test_fp16_path_decodes_to_the_networks_own_output():
     as_fp16 = random_siren()
     as_fp16.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
     assert np.array_equal(decode_image(data), render(as_fp16, 20, 30))
-    assert len(unpack(data).payload) == 2 * sum(p.numel() for p in model.parameters())
+    config_bytes = len(coin_config_bytes(len(model.hidden), model.last.in_features, 16, model.w0))
+    assert len(unpack(data).body) - config_bytes == 2 * sum(p.numel() for p in model.parameters())
 
 
 def test_clipping_range_formula():
@@ -315,8 +324,8 @@ def test_cli_encode_decode_round_trip(tmp_path, photo):
 
 
 @pytest.mark.parametrize("make, args, message", [
-    (lambda p: p.write_bytes(b"Mz\x01garbage"), ["decode", "{f}", "-o", "{o}"], "corrupt or truncated"),
-    (lambda p: p.write_text("hello"), ["decode", "{f}", "-o", "{o}"], "bad magic"),
+    (lambda p: p.write_bytes(b"\xb2\x01garbage"), ["decode", "{f}", "-o", "{o}"], "corrupt or truncated"),
+    (lambda p: p.write_text("hello"), ["decode", "{f}", "-o", "{o}"], "not a metacompress .mcz file"),
     (lambda p: p.write_text("hello"), ["encode", "{f}", "-o", "{o}"], "not a recognised image"),
     (lambda p: Image.new("RGB", (8, 8)).save(p, "PNG"), ["encode", "{f}", "-o", "{o}", "--codec", "coin", "--bpp", "0.01"],
      "too small"),
@@ -332,7 +341,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, make, args, mess
 
 def test_version_byte_is_checked(encoded):
     body = bytearray(encoded.data[:-4])
-    body[2] = 7
+    body[0] = 0xB7
     with pytest.raises(FormatError, match="format version 7"):
         decode_image(with_crc(bytes(body)))
     assert struct.unpack("<I", encoded.data[-4:])[0] == zlib.crc32(encoded.data[:-4])

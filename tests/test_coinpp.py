@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import run_torchrun
+from conftest import SAMPLES, run_torchrun, tiny_base
 import torch
 
 from metacompress.codecs.base import unpack
@@ -17,26 +17,8 @@ from metacompress.data import sample_path
 from metacompress.data.datapoints import read_datapoint, training_datapoints, write_datapoint
 from metacompress.errors import FormatError, UserError
 from metacompress.inr.base_network import load_base, save_base
-from metacompress.inr.base_training import prepare_training, train_base
-from metacompress.inr.metalearning import MetaConfig
 from metacompress.modalities.datapoint import from_features, to_features
 from metacompress.modalities.patches import tile_patches, untile_patches
-
-SAMPLES = {"image": "photo", "audio": "speech", "volume": "mri", "sphere": "globe"}
-TINY = {"image": (8, 8), "audio": (100,), "volume": (8, 8, 8), "sphere": None}
-
-
-def tiny_base(modality, tmp_path, latent_dim=6, iterations=3):
-    """A small base network trained for a few steps on the bundled sample of ``modality``."""
-    data = tmp_path / f"train-{modality}"
-    data.mkdir(exist_ok=True)
-    source = sample_path(SAMPLES[modality])
-    (data / source.name).write_bytes(source.read_bytes())
-    settings, train, val = prepare_training(modality, data, patch=TINY[modality], width=12, depth=2,
-                                            latent_dim=latent_dim, w0=30.0, val_fraction=0.0)
-    settings.code_patches = 64
-    return train_base(settings, train, val, MetaConfig(iterations=iterations, batch_size=4, outer_lr=1e-4))
-
 
 @pytest.fixture(scope="module")
 def bases(tmp_path_factory):
@@ -79,8 +61,7 @@ def test_decode_equals_reconstruction_from_quantized_latents(bases, modality, en
     if modality == "volume":
         assert decoded.spacing == pytest.approx(point.spacing)
     if not entropy:
-        container = unpack(result.data)
-        assert len(container.payload) == math.ceil(result.tiles * base.model.latent_dim * 5 / 8)
+        assert result.payload_bytes == math.ceil(result.tiles * base.model.latent_dim * 5 / 8)
 
 
 def test_entropy_coded_size_is_the_model_cross_entropy_and_psnr_is_measured(bases):
@@ -90,7 +71,7 @@ def test_entropy_coded_size_is_the_model_cross_entropy_and_psnr_is_measured(base
     quantizer = quantizer_for(base, 6)
     symbols = quantizer.symbols(coded.latents)
     ideal_bytes = symbol_model(base, 6).cross_entropy_bits(symbols) / 8
-    assert ideal_bytes <= len(unpack(coded.data).payload) <= 1.01 * ideal_bytes + 2
+    assert ideal_bytes <= coded.payload_bytes <= 1.01 * ideal_bytes + 2
     reference = point.values.astype(np.float64)
     mse = np.mean((coded.reconstruction.astype(np.float64) - reference) ** 2)
     assert coded.psnr == pytest.approx(10 * math.log10(255 ** 2 / mse), rel=1e-6)
@@ -115,11 +96,22 @@ def test_grey_image_on_rgb_base_stays_grey(bases):
     assert decode(result.data, base).values.shape == (16, 16, 1)
 
 
+def test_a_one_patch_datapoint_costs_8_bytes_beyond_its_latents(bases):
+    base = bases["image"]
+    image = read_datapoint(sample_path("photo"), base.config).values
+    result = encode(Datapoint(np.ascontiguousarray(image[:8, :8]), "uint8"), base, steps=2)
+    assert result.header_bytes == 8 and len(result.data) == 8 + result.payload_bytes
+    assert unpack(result.data, crc_key=bytes.fromhex(base.hash)).shape is None  # the shape is the base's patch
+    offset = encode(Datapoint(np.ascontiguousarray(image[:9, :8]), "uint8"), base, steps=2)
+    assert offset.header_bytes == 8 + 4  # ndim + three one-byte dimensions
+
+
 def test_mismatched_base_wrong_modality_and_corruption_are_refused(bases, tmp_path):
     base = bases["image"]
     data = encode(sample_point("image", base), base, steps=2).data
     other = tiny_base("image", tmp_path, iterations=4)
-    with pytest.raises(FormatError, match="encoded with base network .* not this one"):
+    # the 1-byte hash prefix names the other base network; on a prefix collision the keyed CRC still refuses
+    with pytest.raises(FormatError, match="encoded with base network .* not this one|made with another base network"):
         decode(data, other)
     with pytest.raises(FormatError, match="holds image data, but the base network is for audio"):
         decode(data, bases["audio"])
@@ -263,3 +255,15 @@ def test_sphere_coordinates_give_back_the_grid(bases):
     equator = lon[len(lon) // 2]  # (at a pole every longitude is the same point)
     np.testing.assert_allclose((equator + 180) % 360 - 180, wrapped, atol=1e-4)
     np.testing.assert_allclose(np.linalg.norm(xyz.numpy(), axis=1), 1.0, atol=1e-6)
+
+
+def test_training_patches_skip_constant_background():
+    from metacompress.inr.base_training import non_constant_patch
+
+    volume = torch.zeros(40, 40, 40, 1)
+    volume[30:34, 5:9, 20:24] = 1.0  # a small object in empty space: ~96 % of random 8³ patches miss it
+    generator = torch.Generator().manual_seed(0)
+    drawn = [non_constant_patch(volume, (8, 8, 8), generator, tries=1000) for _ in range(20)]
+    assert all(p.amax() == 1.0 and p.amin() == 0.0 for p in drawn)
+    flat = torch.full((10, 10, 1), 0.5)  # nothing to find: gives up and returns a patch
+    assert non_constant_patch(flat, (4, 4), generator).shape == (4, 4, 1)

@@ -67,7 +67,9 @@ def test_list_images_filters_and_sorts(tmp_path):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "e.png").write_bytes(b"")
-    assert [p.name for p in list_images(tmp_path)] == ["a.TIF", "b.png", "c.tiff"]
+    # recursive, like list_audio, sorted by path
+    assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)] == ["a.TIF", "b.png", "c.tiff",
+                                                                                  "sub/e.png"]
 
 
 def test_list_images_errors(tmp_path, expect_data_error):

@@ -172,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     add_json(p)
 
+    from metacompress.archive_cli import add_archive_parser
+
+    add_archive_parser(commands, add_json)
+
     p = commands.add_parser("bench", help="run a benchmark and write benchmarks/results/<name>/")
     p.add_argument("name", choices=sorted(bench_names()))
     p.add_argument("--profile", choices=("cpu", "paper"), default="cpu",
@@ -423,15 +427,15 @@ def command_encode_coin(args) -> dict:
 
 
 def command_decode(args) -> dict:
-    from metacompress.codecs.base import unpack
+    from metacompress.codecs.base import peek
 
     path = Path(args.input)
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     data = path.read_bytes()
-    container = unpack(data, str(path))
+    codec, _ = peek(data, str(path))
     started = time.perf_counter()
-    if container.codec == "coin":
+    if codec == "coin":
         from metacompress.codecs.coin import decode_image
         from metacompress.data.images import save_image
 
@@ -450,7 +454,7 @@ def command_decode(args) -> dict:
         seconds = time.perf_counter() - started
         write_datapoint(args.output, point, base.config)
         values = point.values
-    summary = {"command": "decode", "codec": container.codec, "input": str(path), "output": str(args.output),
+    summary = {"command": "decode", "codec": codec, "input": str(path), "output": str(args.output),
                "shape": list(values.shape), "decode_time_s": round(seconds, 3)}
     print_table(summary)
     return summary
@@ -534,6 +538,12 @@ def command_bench(args) -> dict:
     return {"command": "bench", "name": args.name, "profile": args.profile, "out": str(out), "results": results}
 
 
+def command_archive(args) -> dict:
+    from metacompress.archive_cli import command_archive as run
+
+    return run(args)
+
+
 def command_demo(args) -> dict:
     from metacompress.demo import run_demo
 
@@ -543,7 +553,7 @@ def command_demo(args) -> dict:
 COMMANDS = {"train": command_train, "prune": command_prune, "quantize": command_quantize,
             "robustify": command_robustify, "encode": command_encode,
             "decode": command_decode, "train-base": command_train_base, "bench": command_bench,
-            "demo": command_demo}
+            "demo": command_demo, "archive": command_archive}
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,10 @@
   compression ratio vs JPEG / JPEG 2000 of the flat map (Figure 5.11).
 
 Every rate is the size of the real files, headers included (``bits``: 8 × bytes); the COIN++
-rate of the latents alone (``payload``) is reported too, since the thesis counts only those.
+rate of the latents alone (``payload``) is reported too, since the thesis counts only those, and
+so is the rate of the whole test set as one ``.mcza`` archive (``archive_rate``: archive bytes
+over all test samples).  CIFAR-10 also times ``archive create`` of the 1,000 test images with
+1 and 2 worker processes (and checks the two archives are byte-identical).
 For each base network the latents are quantized at every bit-width 3–8 (Figure 5.10a/c); the
 first base network also gives the ablations: 3 / 10 / 50 inner steps at 5 bits (C.11), and
 5 bits with and without entropy coding (C.11).  Base networks are cached in ``bases/`` of the
@@ -24,6 +27,7 @@ results folder, so a rerun only re-evaluates.
 from __future__ import annotations
 
 import math
+import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,9 +40,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from metacompress.bench.runs import run_key  # noqa: E402
+from metacompress.codecs.archive import ArchiveHeader, ArchiveItem, archive_bytes, common_shape  # noqa: E402
 from metacompress.codecs.coinpp import FittedLatents, decode, encode_many, fit_datapoints, quantize_and_pack  # noqa: E402
 from metacompress.data import resolve_data_root  # noqa: E402
 from metacompress.errors import UserError  # noqa: E402
+from metacompress.data.item_sources import NpzSource  # noqa: E402
+from metacompress.dataset_archive import ArchiveSettings, create_archive  # noqa: E402
 from metacompress.inr.base_network import BaseNetwork, load_base, save_base  # noqa: E402
 from metacompress.inr.base_training import prepare_training, train_base  # noqa: E402
 from metacompress.inr.metalearning import MetaConfig  # noqa: E402
@@ -70,6 +77,7 @@ class Profile:
     coin_images: int = 0  # CIFAR-10: COIN fitted on this many test images
     coin_iterations: int = 2_000
     ablation_limit: int | None = None  # test datapoints of the step and entropy ablations (None: all)
+    throughput_workers: tuple[int, ...] = ()  # time `archive create` of the test set with these worker counts
     options: dict = field(default_factory=dict)
 
 
@@ -84,7 +92,7 @@ def recipes(models: tuple[tuple[int, int], ...], iterations: int, batch_size: in
 # Paper profiles: thesis Appendix C.3 (ω₀ 50, inner lr 1e-2), per setting.
 PAPER = {
     "cifar10": Profile(recipes(((128, 10), (256, 10), (384, 10), (512, 15), (768, 15), (1024, 15)), 400_000, 64, 3e-6),
-                       coin_images=1000, coin_iterations=10_000),
+                       coin_images=1000, coin_iterations=10_000, throughput_workers=(1, 2, 4, 8)),
     "kodak": Profile(recipes(((16, 10), (32, 10), (64, 10), (96, 10), (128, 10)), 1_400_000, 64, 1e-6)),
     "audio": Profile(recipes(((128, 10),) * 4 + ((256, 10),), 445_000, 64, 1e-6,
                              patches=((1600,), (800,), (400,), (200,), (200,))), steps=3),
@@ -100,7 +108,7 @@ PAPER = {
 CPU = {
     "cifar10": Profile((BaseRecipe(128, 128, 6, 400, 32, 5e-4), BaseRecipe(256, 128, 6, 400, 32, 5e-4)),
                        test_limit=1000, coin_images=20,
-                       coin_iterations=2_000, ablation_limit=200),
+                       coin_iterations=2_000, ablation_limit=200, throughput_workers=(1, 2)),
     "kodak": Profile((BaseRecipe(64, 128, 6, 600, 32, 5e-4),), options={"images": ("kodim03", "kodim15")},
                      ablation_limit=1),
     "audio": Profile((BaseRecipe(64, 128, 6, 400, 32, 5e-4, patch=(400,)),)),
@@ -137,6 +145,8 @@ def run(profile: str, data_root, out_dir: Path, modality: str | None = None, **_
             results["ablation_entropy"] = {"on": evaluate(task, base, on_off, 5),
                                            "off": evaluate(task, base, on_off, 5, entropy=False)}
     results["decode_check"] = decode_check(task, primary, settings.steps)
+    if settings.throughput_workers:
+        results["archive_throughput"] = archive_throughput(task, primary, settings, out_dir)
     results["classical"] = task.classical()
     if settings.coin_images:
         results["coin"] = task.coin(settings.coin_images, settings.coin_iterations, primary, settings.steps)
@@ -179,18 +189,45 @@ def evaluate(task, base: BaseNetwork, fitted: list[FittedLatents], bits: int, en
     results = [r for group in fitted for r in quantize_and_pack(group, base, bits, entropy)]
     points = [p for group in fitted for p in group.points]
     rates = [task.rate(len(r.data), p) for r, p in zip(results, points)]
-    payload = [task.rate(len(r.data) - header_bytes(r.data), p) for r, p in zip(results, points)]
+    payload = [task.rate(r.payload_bytes, p) for r, p in zip(results, points)]
+    items = [ArchiveItem(p.values.shape, r.record) for r, p in zip(results, points)]
+    header = ArchiveHeader(base.config["modality"], points[0].dtype, bits, entropy, base.hash, common_shape(items))
+    archive = len(archive_bytes(header, items))
     record = {"bits": bits, "steps": fitted[0].steps, "entropy_coding": entropy, "datapoints": len(results),
               "rate": statistics.fmean(rates), "payload_rate": statistics.fmean(payload),
+              "archive_rate": task.dataset_rate(archive, points), "archive_bytes": archive,
               "bytes": sum(len(r.data) for r in results), "psnr": statistics.fmean(r.psnr for r in results),
               "encode_time_per_datapoint_s": statistics.fmean(r.seconds for r in results)}
     return record | task.extra_metrics([r.reconstruction for r in results], points, [len(r.data) for r in results])
 
 
-def header_bytes(data: bytes) -> int:
-    from metacompress.codecs.base import unpack
-
-    return len(data) - len(unpack(data).payload)
+def archive_throughput(task, base: BaseNetwork, settings: Profile, out_dir: Path, repeats: int = 2) -> dict:
+    """``archive create`` of the test set (5 bits) with each worker count, alternating the counts
+    ``repeats`` times (this machine's speed drifts by tens of per cent over minutes, so one run
+    each can rank them wrongly): items/s per run, the best per count, and whether every run wrote
+    the same bytes."""
+    folder = out_dir / "archive-throughput.run"
+    folder.mkdir(parents=True, exist_ok=True)
+    npz = folder / "tests.npz"
+    np.savez(npz, items=np.stack([p.values for _, p in task.tests]))
+    source = NpzSource(npz, base.config, None)
+    runs, first = [], None
+    for _ in range(repeats):
+        for workers in settings.throughput_workers:
+            output = folder / f"workers{workers}.mcza"
+            output.unlink(missing_ok=True)
+            summary = create_archive(source, base, output, ArchiveSettings(5, settings.steps), workers=workers)
+            data = output.read_bytes()
+            first = first or data
+            runs.append({"workers": workers, "items": summary.items, "seconds": round(summary.encode_seconds, 2),
+                         "items_per_s": summary.items / summary.encode_seconds, "archive_bytes": len(data),
+                         "archive_rate": task.dataset_rate(len(data), [p for _, p in task.tests]),
+                         "identical_to_first": data == first})
+            print(f"[coinpp-rd] archive create, {workers} worker(s): {runs[-1]['items_per_s']:.1f} items/s", flush=True)
+    shutil.rmtree(folder)
+    best = {w: max(r["items_per_s"] for r in runs if r["workers"] == w) for w in settings.throughput_workers}
+    return {"bits": 5, "steps": settings.steps, "shard_size": ArchiveSettings().shard_size, "runs": runs,
+            "best_items_per_s": {str(w): v for w, v in best.items()}}
 
 
 def decode_check(task, base: BaseNetwork, steps: int) -> dict:
@@ -209,7 +246,10 @@ def plot(results: dict, task, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for label, entry in results["coinpp"].items():
         pts = entry["points"]
-        ax.plot([p["rate"] for p in pts], [p[task.quality_key] for p in pts], "o-", label=f"COIN++ {label}")
+        line, = ax.plot([p["rate"] for p in pts], [p[task.quality_key] for p in pts], "o-", label=f"COIN++ {label}")
+        if len(results["task"]["test_datapoints"]) > 1:
+            ax.plot([p["archive_rate"] for p in pts], [p[task.quality_key] for p in pts], "o--", mfc="none",
+                    color=line.get_color(), label=f"COIN++ {label}, one archive")
     for name, pts in results["classical"].items():
         ax.plot([p["rate"] for p in pts], [p[task.quality_key] for p in pts], "s--", ms=3, label=name)
     if results.get("coin"):

@@ -28,9 +28,9 @@ from metacompress.modalities.sphere import rmse  # noqa: E402
 # Knob settings of the classical sweeps (each gives one point: mean rate, mean quality).
 IMAGE_SWEEPS = {"jpeg": (5, 10, 20, 35, 50, 70, 90), "jpeg2000": (150.0, 80.0, 40.0, 20.0, 10.0, 5.0),
                 "webp": (5, 10, 20, 35, 50, 70, 90), "avif": (5, 15, 30, 45, 60, 75, 90),
-                "heic": (5, 15, 30, 45, 60, 75, 90)}
+                "heic": (5, 15, 30, 45, 60, 75, 90), "jxl": (5, 15, 30, 45, 60, 75, 90)}
 HELD_OUT_PHOTOS = ("108005",)  # CBSD68 source of the bundled sample photo.png
-IMAGE_CODECS = ("jpeg", "jpeg2000", "webp", "avif", "heic")
+IMAGE_CODECS = ("jpeg", "jpeg2000", "webp", "avif", "heic", "jxl")
 
 # Official COIN++ results (thesis Figures 5.9 and 5.12), rate in bpp of the latents.
 REFERENCES = {
@@ -79,6 +79,10 @@ class Task:
 
     def rate(self, nbytes: int, point: Datapoint) -> float:
         return 8 * nbytes / self.samples(point)
+
+    def dataset_rate(self, nbytes: int, points: list[Datapoint]) -> float:
+        """The rate of ``nbytes`` storing all of ``points`` (an archive): bits over all their samples."""
+        return 8 * nbytes / sum(self.samples(p) for p in points)
 
     def extra_metrics(self, reconstructions, points, sizes) -> dict:
         return {}
@@ -200,6 +204,9 @@ class Audio(Task):
     def rate(self, nbytes: int, point: Datapoint) -> float:
         return 8 * nbytes / (point.values.shape[0] / self.rate_hz) / 1000
 
+    def dataset_rate(self, nbytes: int, points: list[Datapoint]) -> float:
+        return 8 * nbytes / (sum(p.values.shape[0] for p in points) / self.rate_hz) / 1000
+
     def describe(self) -> dict:
         """With the zero-byte yardstick: the PSNR of decoding every clip as silence."""
         silence = statistics.fmean(10 * math.log10(4.0 / float(np.mean(p.values ** 2))) for _, p in self.tests)
@@ -317,6 +324,9 @@ class Sphere(Task):
 
     def rate(self, nbytes: int, point: Datapoint) -> float:
         return point.values.size * 4 / nbytes
+
+    def dataset_rate(self, nbytes: int, points: list[Datapoint]) -> float:
+        return sum(p.values.size * 4 for p in points) / nbytes
 
     def describe(self) -> dict:
         """With two zero-byte yardsticks: a decoder that outputs the mean training globe, or the

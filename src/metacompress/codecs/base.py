@@ -2,18 +2,19 @@
 
 Layout (all integers unsigned; ``uvarint`` is LEB128, at most 5 bytes)::
 
-    magic   2 bytes  b"Mz"
-    version 1 byte   FORMAT_VERSION
-    codec   1 byte   CODEC_IDS
-    kind    1 byte   modality << 4 | dtype
-    ndim    1 byte   1..4, then ndim uvarints: the data's shape
-    config  uvarint length, then that many bytes (the codec's own settings)
-    payload everything up to the last 4 bytes
-    crc     4 bytes  CRC-32 (little-endian) of every byte before it
+    format  1 byte   0xB0 | version: a metacompress file, layout version FORMAT_VERSION
+    kind    1 byte   codec (bits 0–1) | modality (bits 2–3) | dtype (bits 4–5) | shape stored (bit 6)
+    shape   only when bit 6 is set: ndim (1 byte, 1..4), then ndim uvarints
+    body    the codec's own settings and payload, up to the last 4 bytes
+    crc     4 bytes  CRC-32 (little-endian) of the codec's key followed by every byte before it
 
-The header of a 32×32 image is 14 bytes plus the codec config, because bpp counts every byte: at 32×32
-pixels each header byte costs 0.008 bpp.  ``unpack`` checks each field against the bytes that
-are really there before slicing anything, and refuses absurd shapes before a decoder allocates.
+Every byte counts: at 32×32 pixels one header byte is 0.008 bpp.  So there is no length or
+settings field the reader can work out itself: a codec whose datapoints usually have one shape
+(a COIN++ base network's patch) leaves the shape out, and a codec bound to other data (COIN++:
+its base network's hash) puts that data into the CRC as a key instead of storing it — decoding
+with the wrong base network then fails the CRC.  ``unpack`` checks each field against the bytes
+that are really there before slicing anything, and refuses absurd shapes before a decoder
+allocates.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ import numpy as np
 
 from metacompress.errors import FormatError
 
-MAGIC = b"Mz"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_FORMAT_MAGIC = 0xB0  # high nibble of the first byte
 CODEC_IDS = {"coin": 1, "coinpp": 2}
 MODALITIES = ("image", "audio", "volume", "sphere")
 DTYPES = ("uint8", "uint16", "int16", "float32")
 MAX_NDIM = 4
 MAX_SAMPLES = 1 << 28  # the largest datapoint a file may describe (decompression-bomb guard)
+CRC_BYTES = 4
+_SHAPE_STORED = 0x40
 _MAX_VARINT_BYTES = 5
 
 
@@ -51,10 +54,9 @@ class Codec(Protocol):
 class Container:
     codec: str
     modality: str
-    shape: tuple[int, ...]
+    shape: tuple[int, ...] | None  # None: the codec's default shape, not stored
     dtype: str
-    config: bytes
-    payload: bytes
+    body: bytes
 
     def __post_init__(self):
         if self.codec not in CODEC_IDS:
@@ -63,61 +65,91 @@ class Container:
             raise ValueError(f"unknown modality {self.modality!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}")
-        if not 1 <= len(self.shape) <= MAX_NDIM or min(self.shape) < 1:
-            raise ValueError(f"bad shape {self.shape}")
-        if math.prod(self.shape) > MAX_SAMPLES:
-            raise ValueError(f"shape {self.shape} exceeds {MAX_SAMPLES} samples")
+        if self.shape is not None:
+            check_shape(self.shape)
 
 
-def pack(container: Container) -> bytes:
-    """The file bytes of ``container``."""
-    kind = MODALITIES.index(container.modality) << 4 | DTYPES.index(container.dtype)
-    out = bytearray(MAGIC)
-    out += bytes([FORMAT_VERSION, CODEC_IDS[container.codec], kind, len(container.shape)])
-    for dim in container.shape:
-        out += encode_uvarint(dim)
-    out += encode_uvarint(len(container.config)) + container.config + container.payload
-    out += zlib.crc32(out).to_bytes(4, "little")
+def check_shape(shape: tuple[int, ...]) -> None:
+    if not 1 <= len(shape) <= MAX_NDIM or min(shape) < 1:
+        raise ValueError(f"bad shape {shape}")
+    if math.prod(shape) > MAX_SAMPLES:
+        raise ValueError(f"shape {shape} exceeds {MAX_SAMPLES} samples")
+
+
+def pack(container: Container, crc_key: bytes = b"") -> bytes:
+    """The file bytes of ``container``; ``crc_key`` (e.g. a base network's hash) enters the CRC only."""
+    kind = CODEC_IDS[container.codec] | MODALITIES.index(container.modality) << 2 \
+        | DTYPES.index(container.dtype) << 4 | (_SHAPE_STORED if container.shape is not None else 0)
+    out = bytearray([_FORMAT_MAGIC | FORMAT_VERSION, kind])
+    if container.shape is not None:
+        out += encode_shape(container.shape)
+    out += container.body
+    out += zlib.crc32(out, zlib.crc32(crc_key)).to_bytes(CRC_BYTES, "little")
     return bytes(out)
 
 
-def unpack(data: bytes, source: str = "input") -> Container:
+def peek(data: bytes, source: str = "input") -> tuple[str, str]:
+    """(codec, modality) of a ``.mcz`` file, from its first two bytes (nothing else checked yet)."""
+    _check_format(data, source)
+    codecs = {v: k for k, v in CODEC_IDS.items()}
+    codec_id = data[1] & 3
+    if codec_id not in codecs:
+        raise FormatError(f"{source}: unknown codec id {codec_id}")
+    return codecs[codec_id], MODALITIES[data[1] >> 2 & 3]
+
+
+def unpack(data: bytes, source: str = "input", crc_key: bytes = b"") -> Container:
     """Parse and validate a ``.mcz`` file; any problem raises :class:`FormatError` naming ``source``."""
     def fail(problem: str):
         raise FormatError(f"{source}: {problem}")
 
     data = bytes(data)
-    if len(data) < len(MAGIC) or data[:len(MAGIC)] != MAGIC:
-        fail("not a metacompress .mcz file (bad magic bytes)")
-    if len(data) < len(MAGIC) + 4 + 4:
+    codec, _ = peek(data, source)
+    if len(data) < 2 + CRC_BYTES:
         fail(f"truncated ({len(data)} bytes)")
-    version = data[2]
-    if version != FORMAT_VERSION:
-        fail(f"format version {version} is not supported (this metacompress reads version {FORMAT_VERSION})")
-    body, stored_crc = data[:-4], int.from_bytes(data[-4:], "little")
-    if zlib.crc32(body) != stored_crc:
-        fail("corrupt or truncated (CRC-32 mismatch)")
-    codec_id, kind, ndim = body[3], body[4], body[5]
-    codecs = {v: k for k, v in CODEC_IDS.items()}
-    if codec_id not in codecs:
-        fail(f"unknown codec id {codec_id}")
-    if kind >> 4 >= len(MODALITIES) or kind & 15 >= len(DTYPES):
-        fail(f"unknown modality/dtype byte {kind:#04x}")
+    body, stored_crc = data[:-CRC_BYTES], int.from_bytes(data[-CRC_BYTES:], "little")
+    if zlib.crc32(body, zlib.crc32(crc_key)) != stored_crc:
+        fail("corrupt or truncated (CRC-32 mismatch)" if not crc_key else
+             "corrupt, truncated, or made with another base network (CRC-32 mismatch)")
+    kind = body[1]
+    if kind & 0x80:
+        fail(f"unknown flags in the kind byte {kind:#04x}")
+    shape, pos = None, 2
+    if kind & _SHAPE_STORED:
+        shape, pos = read_shape(body, pos, source)
+    return Container(codec, MODALITIES[kind >> 2 & 3], shape, DTYPES[kind >> 4 & 3], body[pos:])
+
+
+def _check_format(data: bytes, source: str) -> None:
+    if len(data) < 2 or data[0] & 0xF0 != _FORMAT_MAGIC:
+        if data[:3] == b"Mz\x01":
+            raise FormatError(f"{source}: written in metacompress's format 1, which this version no longer reads; "
+                              "encode the original again")
+        raise FormatError(f"{source}: not a metacompress .mcz file (bad format byte)")
+    if data[0] & 15 != FORMAT_VERSION:
+        raise FormatError(f"{source}: format version {data[0] & 15} is not supported "
+                          f"(this metacompress reads version {FORMAT_VERSION})")
+
+
+def encode_shape(shape: tuple[int, ...]) -> bytes:
+    return bytes([len(shape)]) + b"".join(encode_uvarint(d) for d in shape)
+
+
+def read_shape(data: bytes, pos: int, source: str) -> tuple[tuple[int, ...], int]:
+    """A shape written by ``encode_shape`` → (shape, next position); FormatError when implausible."""
+    if pos >= len(data):
+        raise FormatError(f"{source}: truncated header")
+    ndim, pos, shape = data[pos], pos + 1, []
     if not 1 <= ndim <= MAX_NDIM:
-        fail(f"bad number of dimensions {ndim}")
-    pos, shape = 6, []
+        raise FormatError(f"{source}: bad number of dimensions {ndim}")
     for _ in range(ndim):
-        dim, pos = read_uvarint(body, pos, source)
+        dim, pos = read_uvarint(data, pos, source)
         if dim < 1:
-            fail("a dimension of the data is 0")
+            raise FormatError(f"{source}: a dimension of the data is 0")
         shape.append(dim)
     if math.prod(shape) > MAX_SAMPLES:
-        fail(f"data shape {tuple(shape)} is implausibly large (over {MAX_SAMPLES} samples)")
-    config_len, pos = read_uvarint(body, pos, source)
-    if config_len > len(body) - pos:
-        fail(f"config length {config_len} runs past the end of the file")
-    config, payload = body[pos:pos + config_len], body[pos + config_len:]
-    return Container(codecs[codec_id], MODALITIES[kind >> 4], tuple(shape), DTYPES[kind & 15], config, payload)
+        raise FormatError(f"{source}: data shape {tuple(shape)} is implausibly large (over {MAX_SAMPLES} samples)")
+    return tuple(shape), pos
 
 
 def encode_uvarint(value: int) -> bytes:

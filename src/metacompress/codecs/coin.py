@@ -86,8 +86,8 @@ def encode_image(image: np.ndarray, config: CoinConfig = CoinConfig(),
 def coin_file(model: Siren, shape: tuple[int, int, int], bits: int) -> bytes:
     """The .mcz bytes storing ``model`` as the COIN code of an image of ``shape`` (H, W, C)."""
     depth, width = len(model.hidden), model.last.in_features
-    container = Container("coin", "image", tuple(shape), "uint8", coin_config_bytes(depth, width, bits, model.w0),
-                          quantize_weights(model, bits))
+    container = Container("coin", "image", tuple(shape), "uint8",
+                          coin_config_bytes(depth, width, bits, model.w0) + quantize_weights(model, bits))
     return pack(container)
 
 
@@ -175,7 +175,7 @@ def coin_file_size(height: int, width_px: int, channels: int, depth: int, width:
     """Bytes of the .mcz file COIN writes for this architecture."""
     payload = payload_size(siren_shapes(depth, width, channels), bits)
     container = Container("coin", "image", (height, width_px, channels), "uint8",
-                          coin_config_bytes(depth, width, bits, 30.0), b"")
+                          coin_config_bytes(depth, width, bits, 30.0))
     return len(pack(container)) + payload
 
 
@@ -283,28 +283,30 @@ def coin_config_bytes(depth: int, width: int, bits: int, w0: float) -> bytes:
     return encode_uvarint(depth) + encode_uvarint(width) + bytes([bits]) + struct.pack("<e", w0)
 
 
-def parse_coin_config(config: bytes, source: str) -> tuple[int, int, int, float]:
-    depth, pos = read_uvarint(config, 0, source)
-    width, pos = read_uvarint(config, pos, source)
-    if len(config) != pos + 3:
-        raise FormatError(f"{source}: COIN settings are {len(config)} bytes, expected {pos + 3}")
-    bits, (w0,) = config[pos], struct.unpack("<e", config[pos + 1:])
+def parse_coin_config(body: bytes, source: str) -> tuple[int, int, int, float, int]:
+    """(depth, width, bits, ω₀, where the payload starts) from the start of a COIN file's body."""
+    depth, pos = read_uvarint(body, 0, source)
+    width, pos = read_uvarint(body, pos, source)
+    if len(body) < pos + 3:
+        raise FormatError(f"{source}: COIN settings are truncated")
+    bits, (w0,) = body[pos], struct.unpack("<e", body[pos + 1:pos + 3])
     if not (1 <= depth <= MAX_DEPTH and 1 <= width <= MAX_WIDTH and 2 <= bits <= 16 and math.isfinite(w0) and w0 > 0):
         raise FormatError(f"{source}: implausible COIN settings (depth {depth}, width {width}, bits {bits}, ω₀ {w0})")
-    return depth, width, bits, float(w0)
+    return depth, width, bits, float(w0), pos + 3
 
 
 # --- decoding -----------------------------------------------------------------------------------------
 
 def model_from_container(container: Container, source: str = "input") -> Siren:
-    if container.modality != "image" or container.dtype != "uint8" or len(container.shape) != 3 \
+    if container.modality != "image" or container.dtype != "uint8" or container.shape is None \
+            or len(container.shape) != 3 \
             or not 1 <= container.shape[2] <= 4:
         raise FormatError(f"{source}: COIN stores 8-bit images, but the header says {container.modality} "
                           f"{container.dtype} of shape {container.shape}")
-    depth, width, bits, w0 = parse_coin_config(container.config, source)
+    depth, width, bits, w0, payload_start = parse_coin_config(container.body, source)
     channels = container.shape[2]
     shapes = siren_shapes(depth, width, channels)
-    weights = dequantize_weights(container.payload, shapes, bits, source)
+    weights = dequantize_weights(container.body[payload_start:], shapes, bits, source)
     model = Siren(2, width, depth, channels, w0=w0)
     state = dict(zip(model.state_dict().keys(), (torch.from_numpy(w.copy()) for w in weights)))
     model.load_state_dict(state)

@@ -6,15 +6,23 @@ to ``bits`` (§5.2.3) and range-codes the symbols with the base network's traini
 Decoding maps the symbols back to bin centres and evaluates the base network.  Only the latents
 are per datapoint, so encoding is a handful of gradient steps instead of COIN's thousands.
 
-Codec settings in the ``.mcz`` header (the container's config field)::
+File body (after the ``.mcz`` header of ``codecs.base``; the base network's whole content hash
+keys the file's CRC, so decoding with another base network fails)::
 
-    base hash  4 bytes  the first 4 bytes of the base network's content hash
-    flags      1 byte   bits − 1 (low nibble) | entropy-coded (bit 4)
-    range      2 float32 (little-endian), only for base networks without a fixed value range
-    spacing    3 float32, only for volumes (voxel size in mm)
+    base     1 byte   the first byte of the base network's content hash (for a clear error message)
+    flags    1 byte   bits − 1 (bits 0–2) | entropy-coded (bit 3)
+    record   the datapoint record
 
-The payload is the range-coded symbols, or without entropy coding the symbols bit-packed at
-``bits`` bits each.  Everything else — architecture, quantizer, symbol model — is in the base.
+Datapoint record (also an archive item, see ``codecs.archive``)::
+
+    range    2 float32 (little-endian), only for base networks without a fixed value range
+    spacing  3 float32, only for volumes (voxel size in mm)
+    payload  the range-coded symbols, or without entropy coding the symbols bit-packed at
+             ``bits`` bits each; the symbol count follows from the shape, so it is not stored
+
+The shape is left out of the header when it is one patch of the base network (a CIFAR-10
+image on a 32×32 base), so such a file is its payload plus 8 bytes.  Everything else —
+architecture, quantizer, symbol model — is in the base network.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from metacompress.codecs.base import Container, pack, unpack
+from metacompress.codecs.base import Container, pack, peek, read_shape, unpack
 from metacompress.codecs.entropy import SymbolModel, decode_symbols, encode_symbols
 from metacompress.codecs.latent_quantizer import LatentQuantizer
 from metacompress.errors import FormatError, UserError
@@ -37,7 +45,7 @@ from metacompress.modalities.datapoint import (check_datapoint, coordinates, dat
                                                to_features)
 from metacompress.modalities.patches import tile_grid, tile_patches, untile_patches
 
-HASH_BYTES = 4
+HASH_PREFIX_BYTES = 1
 POINTS_PER_CHUNK = 1 << 16  # coordinates per fitting/rendering pass: bounds memory on large data
 DEFAULT_BITS, DEFAULT_STEPS = 5, 10  # thesis §5.2.3 and C.11
 
@@ -59,6 +67,13 @@ class CoinppResult:
     tiles: int
     seconds: float = 0.0
     latents: torch.Tensor = field(default=None, repr=False)  # the quantized latents, (tiles, latent_dim)
+    record: bytes = b""  # the datapoint record: what an archive stores for this datapoint
+    payload_bytes: int = 0  # of those, the coded latents
+
+    @property
+    def header_bytes(self) -> int:
+        """Bytes of the file beyond the coded latents."""
+        return len(self.data) - self.payload_bytes
 
 
 def quantizer_for(base: BaseNetwork, bits: int) -> LatentQuantizer:
@@ -139,9 +154,9 @@ def quantize_and_pack(fitted: FittedLatents, base: BaseNetwork, bits: int = DEFA
     patch = tuple(base.config["patch"])
     results, start = [], 0
     for point, shape, x_range, n in zip(fitted.points, fitted.shapes, fitted.ranges, fitted.tiles):
-        config = settings_bytes(base, bits, entropy, x_range, point.spacing)
         payload = symbol_payload(symbols[start:start + n], base, bits, entropy)
-        data = pack(Container("coinpp", base.config["modality"], point.values.shape, point.dtype, config, payload))
+        record = record_bytes(base, x_range, point.spacing, payload)
+        data = file_bytes(base, point.values.shape, point.dtype, bits, entropy, record)
         # rendered per datapoint, in the decoder's chunks: batched matrix products may round
         # differently, and the reconstruction must be exactly what decoding the file gives
         rendered = render_tiles(base, decoded_latents[start:start + n])
@@ -150,7 +165,7 @@ def quantize_and_pack(fitted: FittedLatents, base: BaseNetwork, bits: int = DEFA
         original = to_features(point.values, base.config, x_range)
         mse = float(((to_features(reconstruction, base.config, x_range) - original) ** 2).mean())
         results.append(CoinppResult(data, reconstruction, psnr_from_mse(mse), n, 0.0,
-                                    decoded_latents[start:start + n]))
+                                    decoded_latents[start:start + n], record, len(payload)))
         start += n
     seconds = (fitted.seconds + time.perf_counter() - started) / max(1, len(results))
     for result in results:
@@ -170,13 +185,45 @@ def encode(point: Datapoint, base: BaseNetwork, bits: int = DEFAULT_BITS, steps:
     return encode_many([point], base, bits, steps, entropy)[0]
 
 
-def settings_bytes(base: BaseNetwork, bits: int, entropy: bool, x_range, spacing) -> bytes:
-    out = bytes.fromhex(base.hash[:2 * HASH_BYTES]) + bytes([(bits - 1) | (16 if entropy else 0)])
-    if x_range is not None:
+def default_shape(base: BaseNetwork) -> tuple[int, ...]:
+    """The datapoint shape a file need not store: one patch with the base network's channels."""
+    return (*base.config["patch"], int(base.config["out_dim"]))
+
+
+def hash_key(base: BaseNetwork) -> bytes:
+    return bytes.fromhex(base.hash)
+
+
+def flags_byte(bits: int, entropy: bool) -> int:
+    if not 1 <= bits <= 8:
+        raise UserError(f"latent bits must be 1–8, got {bits}")
+    return (bits - 1) | (8 if entropy else 0)
+
+
+def parse_flags(flags: int, source: str) -> tuple[int, bool]:
+    if flags >> 4:
+        raise FormatError(f"{source}: malformed COIN++ settings (flags {flags:#04x})")
+    return (flags & 7) + 1, bool(flags & 8)
+
+
+def file_bytes(base: BaseNetwork, shape: tuple[int, ...], dtype: str, bits: int, entropy: bool, record: bytes) -> bytes:
+    stored_shape = None if tuple(shape) == default_shape(base) else tuple(shape)
+    body = hash_key(base)[:HASH_PREFIX_BYTES] + bytes([flags_byte(bits, entropy)]) + record
+    return pack(Container("coinpp", base.config["modality"], stored_shape, dtype, body), crc_key=hash_key(base))
+
+
+def record_floats(base: BaseNetwork) -> int:
+    """How many float32 settings a datapoint record of this base network starts with."""
+    return (2 if base.config.get("value_range") is None else 0) + (3 if base.config["modality"] == "volume" else 0)
+
+
+def record_bytes(base: BaseNetwork, x_range, spacing, payload: bytes) -> bytes:
+    out = b""
+    if base.config.get("value_range") is None:
         out += struct.pack("<2f", *x_range)
     if base.config["modality"] == "volume":
         out += struct.pack("<3f", *(spacing or (1.0, 1.0, 1.0)))
-    return out
+    return out + payload
 
 
 def symbol_payload(symbols: np.ndarray, base: BaseNetwork, bits: int, entropy: bool) -> bytes:
@@ -197,55 +244,62 @@ def unpack_symbols(payload: bytes, count: int, base: BaseNetwork, bits: int, ent
     return (planes.astype(np.int64) << np.arange(bits - 1, -1, -1)).sum(axis=1)
 
 
-@dataclass
-class DecodedSettings:
-    bits: int
-    entropy: bool
-    x_range: tuple[float, float] | None
-    spacing: tuple[float, float, float] | None
-
-
-def parse_settings(container: Container, base: BaseNetwork, source: str) -> DecodedSettings:
-    modality = base.config["modality"]
-    if container.modality != modality:
-        raise FormatError(f"{source}: holds {container.modality} data, but the base network is for {modality}")
-    config = container.config
-    if len(config) < HASH_BYTES + 1:
-        raise FormatError(f"{source}: COIN++ settings are truncated")
-    stored, ours = config[:HASH_BYTES].hex(), base.hash[:2 * HASH_BYTES]
-    if stored != ours:
-        raise FormatError(f"{source}: was encoded with base network {stored}…, not this one ({ours}…); "
-                          "decode it with the base network that made it")
-    flags = config[HASH_BYTES]
-    bits, entropy = (flags & 15) + 1, bool(flags & 16)
-    floats = (2 if base.config.get("value_range") is None else 0) + (3 if modality == "volume" else 0)
-    if flags >> 5 or len(config) != HASH_BYTES + 1 + 4 * floats:
-        raise FormatError(f"{source}: malformed COIN++ settings")
-    values = struct.unpack(f"<{floats}f", config[HASH_BYTES + 1:])
-    x_range = values[:2] if base.config.get("value_range") is None else None
-    spacing = values[-3:] if modality == "volume" else None
-    if not all(math.isfinite(v) for v in values) or (x_range is not None and not x_range[1] > x_range[0]):
-        raise FormatError(f"{source}: malformed COIN++ settings (bad value range or spacing)")
-    return DecodedSettings(bits, entropy, x_range, spacing)
-
-
 def decode(data: bytes, base: BaseNetwork, source: str = "input") -> Datapoint:
     """The datapoint a COIN++ file describes; refuses files made with another base network."""
-    container = unpack(data, source)
-    if container.codec != "coinpp":
-        raise FormatError(f"{source}: is a {container.codec} file, not COIN++")
-    settings = parse_settings(container, base, source)
+    codec, modality = peek(data, source)
+    if codec != "coinpp":
+        raise FormatError(f"{source}: is a {codec} file, not COIN++")
+    if modality != base.config["modality"]:
+        raise FormatError(f"{source}: holds {modality} data, but the base network is for {base.config['modality']}")
+    ours = hash_key(base)[:HASH_PREFIX_BYTES]
+    try:
+        container = unpack(data, source, crc_key=hash_key(base))
+    except FormatError:
+        stored = stored_hash_prefix(data)
+        if stored is not None and stored != ours:
+            raise FormatError(f"{source}: was encoded with base network {stored.hex()}…, not this one "
+                              f"({base.hash[:8]}…); decode it with the base network that made it") from None
+        raise
+    if len(container.body) < HASH_PREFIX_BYTES + 1:
+        raise FormatError(f"{source}: COIN++ settings are truncated")
+    bits, entropy = parse_flags(container.body[HASH_PREFIX_BYTES], source)
+    shape = container.shape or default_shape(base)
+    return decode_record(container.body[HASH_PREFIX_BYTES + 1:], shape, container.dtype, base, bits, entropy, source)
+
+
+def stored_hash_prefix(data: bytes) -> bytes | None:
+    """The base-hash prefix a COIN++ file names, if its header can be read at all."""
+    try:
+        pos = 2 if not data[1] & 0x40 else read_shape(data, 2, "")[1]
+    except (FormatError, IndexError):
+        return None
+    prefix = data[pos:pos + HASH_PREFIX_BYTES]
+    return prefix if len(prefix) == HASH_PREFIX_BYTES else None
+
+
+def decode_record(record: bytes, shape: tuple[int, ...], dtype: str, base: BaseNetwork, bits: int, entropy: bool,
+                  source: str) -> Datapoint:
+    """The datapoint of shape ``shape`` that a datapoint record describes."""
     patch = tuple(base.config["patch"])
     channels = int(base.config["out_dim"])
-    shape = container.shape
     if len(shape) != len(patch) + 1 or shape[-1] not in (1, channels):
         raise FormatError(f"{source}: data shape {shape} does not fit this base network")
-    quantizer = quantizer_for(base, settings.bits)
+    floats = record_floats(base)
+    if len(record) < 4 * floats:
+        raise FormatError(f"{source}: COIN++ settings are truncated")
+    values = struct.unpack(f"<{floats}f", record[:4 * floats])
+    has_range = base.config.get("value_range") is None
+    x_range = values[:2] if has_range else None
+    spacing = values[-3:] if base.config["modality"] == "volume" else None
+    if not all(math.isfinite(v) for v in values) or (x_range is not None and not x_range[1] > x_range[0]) \
+            or (spacing is not None and min(spacing) <= 0):
+        raise FormatError(f"{source}: malformed COIN++ settings (bad value range or spacing)")
+    quantizer = quantizer_for(base, bits)
     tiles = math.prod(tile_grid(shape, patch))
     count = tiles * base.model.latent_dim
-    symbols = unpack_symbols(container.payload, count, base, settings.bits, settings.entropy, source)
+    symbols = unpack_symbols(record[4 * floats:], count, base, bits, entropy, source)
     latents = quantizer.values(symbols.reshape(tiles, base.model.latent_dim))
     rendered = render_tiles(base, latents)
     features = untile_patches(rendered.reshape(tiles, *patch, channels), (*shape[:-1], channels))
-    values = from_features(features, base.config, shape[-1], container.dtype, settings.x_range)
-    return Datapoint(values, container.dtype, settings.spacing)
+    values = from_features(features, base.config, shape[-1], dtype, x_range)
+    return Datapoint(values, dtype, spacing)

@@ -61,10 +61,26 @@ def patch_sampler(points: list[torch.Tensor], config: dict) -> BatchSampler:
 
     def sample(batch_size: int, generator: torch.Generator):
         chosen = torch.randint(len(points), (batch_size,), generator=generator).tolist()
-        patches = [random_patches(points[i], patch, 1, generator)[0] for i in chosen]
+        patches = [non_constant_patch(points[i], patch, generator) for i in chosen]
         return coords, torch.stack(patches).reshape(batch_size, coords.shape[0], -1)
 
     return sample
+
+
+def non_constant_patch(x: torch.Tensor, patch: tuple[int, ...], generator: torch.Generator,
+                       tries: int = 16) -> torch.Tensor:
+    """A random patch of ``x``, drawn again (up to ``tries`` times) while every value in it is the same.
+
+    Brain volumes are mostly empty background (80 % of the macaque template's voxels are 0):
+    sampled uniformly, such patches fill most meta-training batches, and a base network that
+    learns only to output background scores well on them but renders tissue as noise
+    (measured: 26 dB on training patches, 15 dB on a brain).  A constant patch costs one
+    bias to fit, so skipping it loses nothing."""
+    for _ in range(tries):
+        drawn = random_patches(x, patch, 1, generator)[0]
+        if drawn.amax() > drawn.amin():
+            break
+    return drawn
 
 
 def sample_tiles(points: list[torch.Tensor], config: dict, count: int, seed: int) -> torch.Tensor:

@@ -1,0 +1,176 @@
+"""The datapoints of a dataset, addressable by index: what ``archive create`` encodes.
+
+A source is a folder of files (searched recursively, in sorted path order), an ``.npz`` array
+of stacked datapoints, or for globes a netCDF file whose time steps are the datapoints.  Items
+are loaded on demand, so a worker encoding items 640–703 reads only those.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from metacompress.codecs.coinpp import Datapoint
+from metacompress.data.audio import AUDIO_SUFFIXES
+from metacompress.data.datapoints import read_datapoint, same_grid
+from metacompress.data.globes import load_globe
+from metacompress.data.images import IMAGE_SUFFIXES
+from metacompress.data.volumes import VOLUME_SUFFIXES
+from metacompress.errors import DataError, UserError
+from metacompress.modalities.datapoint import INTEGER_DTYPES
+
+FILE_SUFFIXES = {"image": IMAGE_SUFFIXES, "audio": AUDIO_SUFFIXES, "volume": VOLUME_SUFFIXES,
+                 "sphere": (".npy", ".nc", ".cdf")}
+NETCDF_SUFFIXES = (".nc", ".cdf")
+# one stacked datapoint after the item axis: (spatial axes, has a channel axis of its own)
+_NPZ_LAYOUT = {"image": (2, True), "audio": (1, False), "volume": (3, False), "sphere": (2, True)}
+
+
+class ItemSource:
+    """``names[i]`` and ``load(i)`` for every item; ``fingerprint`` changes when the items do.
+
+    Sources are pickled to worker processes: each loads its data again on first use there.
+    """
+
+    path: Path
+    names: list[str]
+    fingerprint: str
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def load(self, i: int) -> Datapoint:
+        raise NotImplementedError
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_cache")}
+
+
+def item_source(path: str | os.PathLike, config: dict, key: str | None = None) -> ItemSource:
+    """The items under ``path`` as the base network described by ``config`` models them."""
+    path = Path(path)
+    modality = config["modality"]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(FILE_SUFFIXES[modality]))
+        if not files:
+            raise DataError(f"{path}: no {modality} files found (expected {', '.join(FILE_SUFFIXES[modality])})")
+        netcdf = [p for p in files if p.suffix.lower() in NETCDF_SUFFIXES]
+        if not netcdf:
+            return FileSource(path, files, config)
+        if len(netcdf) != len(files):
+            raise UserError(f"{path}: mixes netCDF files with .npy globes; keep one kind per folder")
+        return GlobeSource(path, netcdf, config)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file or folder")
+    if path.suffix.lower() == ".npz":
+        return NpzSource(path, config, key)
+    if modality == "sphere" and path.suffix.lower() in NETCDF_SUFFIXES:
+        return GlobeSource(path, [path], config)
+    raise UserError(f"{path}: give a folder of {modality} files, an .npz of stacked datapoints"
+                    + (", or a netCDF file of globes" if modality == "sphere" else ""))
+
+
+class FileSource(ItemSource):
+    """One file per item; names are the paths relative to the folder."""
+
+    def __init__(self, folder: Path, files: list[Path], config: dict):
+        self.path, self.files, self.config = folder, files, config
+        self.names = [p.relative_to(folder).as_posix() for p in files]
+        self.fingerprint = _fingerprint(files, self.names)
+
+    def load(self, i: int) -> Datapoint:
+        return read_datapoint(self.files[i], self.config)
+
+
+class GlobeSource(ItemSource):
+    """Every time step of every netCDF file; names are ``file#step``."""
+
+    def __init__(self, root: Path, files: list[Path], config: dict):
+        self.path, self.files, self.config = root, files, config
+        self.names = [f"{label}#{t}" for label, steps in zip(self._labels(), self._steps_per_file()) for t in range(steps)]
+        self.fingerprint = _fingerprint(files, self.names)
+
+    def _labels(self) -> list[str]:
+        return [p.name if p == self.path else p.relative_to(self.path).as_posix() for p in self.files]
+
+    def _steps_per_file(self) -> list[int]:
+        return [g.shape[0] for g in self._globes()]
+
+    def _globes(self) -> list[np.ndarray]:
+        """Each file's globes, (time, lat, lon, variables) float32, loaded once per process."""
+        if getattr(self, "_cache", None) is None:
+            self._cache = [self._read(p) for p in self.files]
+        return self._cache
+
+    def _read(self, path: Path) -> np.ndarray:
+        globe = load_globe(path, self.config.get("variables"))
+        if self.config.get("grid") and not same_grid(globe, self.config["grid"]):
+            raise UserError(f"{path}: the globe's latitude/longitude grid is not the one the base network models")
+        if np.isnan(globe.data).any():
+            raise DataError(f"{path}: has missing values; COIN++ models complete globes")
+        return np.ascontiguousarray(np.moveaxis(globe.data, 0, -1), dtype=np.float32)
+
+    def load(self, i: int) -> Datapoint:
+        for globes in self._globes():
+            if i < len(globes):
+                return Datapoint(np.ascontiguousarray(globes[i]), "float32")
+            i -= len(globes)
+        raise IndexError(i)
+
+
+class NpzSource(ItemSource):
+    """Items stacked along the first axis of one array in an ``.npz`` (never unpickled)."""
+
+    def __init__(self, path: Path, config: dict, key: str | None):
+        self.path, self.config, self.key = path, config, key
+        array = self._array()
+        self.names = [""] * array.shape[0]
+        digest = hashlib.sha256(array.view(np.uint8)).hexdigest()
+        self.fingerprint = f"{digest}:{array.shape}:{array.dtype}"
+
+    def _array(self) -> np.ndarray:
+        if getattr(self, "_cache", None) is None:
+            self._cache = self._read()
+        return self._cache
+
+    def _read(self) -> np.ndarray:
+        path, key, modality = self.path, self.key, self.config["modality"]
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                keys = list(npz.keys())
+                if key is None and len(keys) != 1:
+                    raise UserError(f"{path}: holds arrays {', '.join(keys)}; choose one with --key")
+                if key is not None and key not in keys:
+                    raise UserError(f"{path}: has no array {key!r} (it holds {', '.join(keys)})")
+                array = npz[key or keys[0]]
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+        spatial, channels = _NPZ_LAYOUT[modality]
+        ndim = 2 + spatial  # items, spatial axes, channels
+        if array.ndim == ndim - 1:
+            array = array[..., None]  # grey images, one-variable globes, audio and volumes
+        if array.ndim != ndim or array.shape[0] == 0 or (not channels and array.shape[-1] != 1):
+            raise DataError(f"{path}: {modality} items stack as an (items, {', '.join(['…'] * (ndim - 1))}) array, "
+                            f"got shape {array.shape}")
+        if modality == "image" and array.dtype != np.uint8:
+            raise DataError(f"{path}: images must be uint8, got {array.dtype}")
+        if array.dtype.kind not in "fiu":
+            raise DataError(f"{path}: expected numeric data, got {array.dtype}")
+        dtype = array.dtype.name if array.dtype.name in INTEGER_DTYPES else "float32"
+        return np.ascontiguousarray(array, dtype=dtype)
+
+    def load(self, i: int) -> Datapoint:
+        array = self._array()
+        return Datapoint(np.ascontiguousarray(array[i]), array.dtype.name)
+
+
+def _fingerprint(files: list[Path], names: list[str]) -> str:
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    digest.update("\n".join(names).encode())
+    return digest.hexdigest()
