@@ -306,3 +306,16 @@ def test_torchrun_ranks_write_the_same_archive(base_stem, crops_npz, tmp_path):
 def test_archive_crc_covers_every_byte():
     data = archive_bytes(ArchiveHeader("audio", "float32", 4, False, HASH, None), records(3))
     assert zlib.crc32(data[:-4]) == int.from_bytes(data[-4:], "little")
+
+
+def test_cli_list_into_a_closed_pipe_exits_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "many.mcza"
+    path.write_bytes(archive_bytes(ArchiveHeader("image", "uint8", 5, True, HASH, (8, 8, 3)), records(5000, size=3)))
+    process = subprocess.Popen([sys.executable, "-m", "metacompress.cli", "archive", "list", str(path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline().strip().startswith(b"command")
+    process.stdout.close()  # like `| head -1`: 5,000 item lines overflow the pipe after this
+    assert process.wait(timeout=60) == 0 and b"Traceback" not in process.stderr.read()

@@ -194,6 +194,8 @@ def test_cli_train_base_encode_decode_audio(tmp_path):
     assert out.returncode == 0, out.stderr
     encoded = last_json(out.stdout)
     assert encoded["bytes"] == (tmp_path / "a.mcz").stat().st_size and encoded["patches"] == math.ceil(40_000 / 200)
+    # format, kind, shape (ndim, 40000 as a 3-byte varint, 1), hash byte, flags, CRC
+    assert encoded["header_bytes"] == 2 + 5 + 2 + 4
     out = run_cli(["decode", str(tmp_path / "a.mcz"), "-o", str(tmp_path / "a.wav"), "--base", str(base)])
     assert out.returncode == 0, out.stderr
     import soundfile

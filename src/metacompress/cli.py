@@ -376,7 +376,8 @@ def command_encode(args) -> dict:
     samples = math.prod(point.values.shape[:-1])
     summary = {"command": "encode", "codec": "coinpp", "input": str(args.input), "output": str(output),
                "base": base_name, "modality": base.config["modality"], "shape": list(point.values.shape),
-               "bytes": len(result.data), "bits_per_sample": 8 * len(result.data) / samples,
+               "bytes": len(result.data), "header_bytes": result.header_bytes,
+               "bits_per_sample": 8 * len(result.data) / samples,
                "compression_ratio": point.values.size * np.dtype(point.dtype).itemsize / len(result.data),
                "psnr": result.psnr, "bits": bits, "steps": args.steps, "entropy_coding": not args.no_entropy,
                "patches": result.tiles, "encode_time_s": round(result.seconds, 3)}
@@ -566,6 +567,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("metacompress: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `metacompress archive list X | head`: the reader left, nothing is wrong
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     if getattr(args, "json", False) and is_main_process():
         print(json.dumps(summary), flush=True)
     return 0
