@@ -89,8 +89,8 @@ def stats_of(meta: dict) -> ShardStats:
                       sum(meta["samples"]), sum(meta["psnr"]), meta["seconds"])
 
 
-def finished_shard(parts: Path, shard: int, expected_items: range) -> dict | None:
-    """The part's metadata if shard ``shard`` was finished intact, else None."""
+def finished_shard(parts: Path, shard: int, expected_items: range) -> tuple[dict, bytes] | None:
+    """The part's metadata and data if shard ``shard`` was finished intact, else None."""
     meta_path, blob_path = parts / f"shard-{shard:06d}.json", parts / f"shard-{shard:06d}.bin"
     try:
         meta = json.loads(meta_path.read_text())
@@ -100,7 +100,7 @@ def finished_shard(parts: Path, shard: int, expected_items: range) -> dict | Non
     if meta.get("items") != [expected_items.start, expected_items.stop] or zlib.crc32(blob) != meta.get("crc") \
             or sum(meta.get("lengths", [])) != len(blob):
         return None
-    return meta
+    return meta, blob
 
 
 def run_manifest(source: ItemSource, base: BaseNetwork, settings: ArchiveSettings) -> dict:
@@ -208,10 +208,10 @@ def merge_parts(source: ItemSource, base: BaseNetwork, settings: ArchiveSettings
     items, metas = [], []
     for shard in range(math.ceil(len(source) / settings.shard_size)):
         indices = shard_items(shard, len(source), settings.shard_size)
-        meta = finished_shard(parts, shard, indices)
-        if meta is None:
+        finished = finished_shard(parts, shard, indices)
+        if finished is None:
             raise UserError(f"{parts}: shard {shard} is missing or damaged; run the same command again to encode it")
-        blob, pos = (parts / f"shard-{shard:06d}.bin").read_bytes(), 0
+        (meta, blob), pos = finished, 0
         for i, length, shape in zip(indices, meta["lengths"], meta["shapes"]):
             items.append(ArchiveItem(tuple(shape), blob[pos:pos + length], source.names[i]))
             pos += length

@@ -114,9 +114,7 @@ def unpack(data: bytes, source: str = "input", crc_key: bytes = b"") -> Containe
     kind = body[1]
     if kind & 0x80:
         fail(f"unknown flags in the kind byte {kind:#04x}")
-    shape, pos = None, 2
-    if kind & _SHAPE_STORED:
-        shape, pos = read_shape(body, pos, source)
+    shape, pos = read_shape(body, 2, source) if kind & _SHAPE_STORED else (None, 2)
     return Container(codec, MODALITIES[kind >> 2 & 3], shape, DTYPES[kind >> 4 & 3], body[pos:])
 
 
@@ -129,6 +127,11 @@ def _check_format(data: bytes, source: str) -> None:
     if data[0] & 15 != FORMAT_VERSION:
         raise FormatError(f"{source}: format version {data[0] & 15} is not supported "
                           f"(this metacompress reads version {FORMAT_VERSION})")
+
+
+def body_start(data: bytes, source: str = "input") -> int:
+    """Where the codec body of a ``.mcz`` file starts (after the stored shape, if any)."""
+    return read_shape(data, 2, source)[1] if data[1] & _SHAPE_STORED else 2
 
 
 def encode_shape(shape: tuple[int, ...]) -> bytes:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from metacompress.codecs.base import Container, pack, peek, read_shape, unpack
+from metacompress.codecs.base import Container, body_start, pack, peek, unpack
 from metacompress.codecs.entropy import SymbolModel, decode_symbols, encode_symbols
 from metacompress.codecs.latent_quantizer import LatentQuantizer
 from metacompress.errors import FormatError, UserError
@@ -270,7 +270,7 @@ def decode(data: bytes, base: BaseNetwork, source: str = "input") -> Datapoint:
 def stored_hash_prefix(data: bytes) -> bytes | None:
     """The base-hash prefix a COIN++ file names, if its header can be read at all."""
     try:
-        pos = 2 if not data[1] & 0x40 else read_shape(data, 2, "")[1]
+        pos = body_start(data)
     except (FormatError, IndexError):
         return None
     prefix = data[pos:pos + HASH_PREFIX_BYTES]
