@@ -93,3 +93,19 @@ def tiny_base(modality, tmp_path, latent_dim=6, iterations=3):
                                             latent_dim=latent_dim, w0=30.0, val_fraction=0.0)
     settings.code_patches = 64
     return train_base(settings, train, val, MetaConfig(iterations=iterations, batch_size=4, outer_lr=1e-4))
+
+
+@pytest.fixture(scope="session")
+def tiny_image_base(tmp_path_factory):
+    """One tiny image base network for the whole session (8×8 patches, trained for 3 steps)."""
+    return tiny_base("image", tmp_path_factory.mktemp("tiny-image-base"))
+
+
+@pytest.fixture(scope="session")
+def tiny_image_base_stem(tiny_image_base, tmp_path_factory):
+    """``tiny_image_base`` saved as BASE.safetensors + BASE.json, for the CLI's ``--base``."""
+    from metacompress.inr.base_network import save_base
+
+    stem = tmp_path_factory.mktemp("tiny-image-base-saved") / "tiny"
+    save_base(stem, tiny_image_base)
+    return stem

@@ -75,7 +75,10 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path)
     two, info_two = load_checkpoint(tmp_path / "two" / "checkpoint")
     assert one.keys() == two.keys()
     for name in one:
-        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
+        # momentum buffers hold raw conv gradients: two half-batch sums reassociate float32 additions
+        # (measured: 1.7e-4 on buffers up to 0.07, 1.8e-5 on 0.013), while the weights agree to 3e-6
+        atol = 5e-3 * float(one[name].abs().max()) if "momentum" in name else 1e-5
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=atol, msg=name)
     assert info_one["history"][0]["train_loss"] == pytest.approx(info_two["history"][0]["train_loss"], rel=1e-4)
     assert info_one["history"][0]["test_accuracy"] == pytest.approx(info_two["history"][0]["test_accuracy"], abs=2e-3)
 

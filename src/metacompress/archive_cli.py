@@ -42,6 +42,8 @@ def add_archive_parser(commands, add_json) -> None:
     p.add_argument("-o", "--output", required=True, help="OUT_DIR, or OUT.npz for one stacked array")
     p.add_argument("--items", help="which items: 7, 0:100, -5:, 1,4,10:20 (default all)")
     p.add_argument("--base", help="the base network the archive was made with (default: the bundled one)")
+    p.add_argument("--force", action="store_true", help="overwrite files that already exist")
+    p.add_argument("--max-samples", type=int, help="decoding cap per item (default 2^26; 0: no cap)")
     p.add_argument("--no-progress", action="store_true")
     add_json(p)
 
@@ -111,6 +113,8 @@ def archive_create(args) -> dict:
 
 
 def archive_extract(args) -> dict:
+    import io
+
     import numpy as np
     from tqdm import tqdm
 
@@ -118,30 +122,39 @@ def archive_extract(args) -> dict:
     from metacompress.cli import load_base_argument, print_table
     from metacompress.codecs.archive import Archive, parse_item_range
     from metacompress.data.datapoints import write_datapoint
+    from metacompress.output_paths import check_output_file, check_output_tree
 
     output = Path(args.output)
+    to_npz = output.suffix.lower() == ".npz"
     base, _ = load_base_argument(args.base)
     started = time.perf_counter()
     with Archive(args.archive) as archive:
         archive.header.check_base(base, archive.source)
         chosen = parse_item_range(args.items, archive.count)
+        modality = base.config["modality"]
+        # every name and path is checked before the first item is written
+        if to_npz:
+            check_output_file(output, [args.archive], args.force)
+        else:
+            if Path(args.archive).resolve() == output.resolve():
+                raise UserError(f"-o {output}: is the archive itself; extract to a folder")
+            targets = dict(zip(chosen, check_output_tree(
+                output, [item_file_name(archive.names[i], i, archive.count, modality) for i in chosen], args.force)))
         damaged, points = {}, {}
         for i in tqdm(chosen, desc="decoding", unit="item", disable=True if args.no_progress else None, leave=False):
             try:
-                point = archive.datapoint(i, base)
+                point = archive.datapoint(i, base, args.max_samples)
             except FormatError as e:
                 damaged[i] = str(e).removeprefix(f"{archive.source}: ")
                 continue
-            if output.suffix.lower() == ".npz":
+            if to_npz:
                 points[i] = point
             else:
-                write_datapoint(output / item_file_name(archive.names[i], i, archive.count, base.config["modality"]),
-                                point, base.config)
-        if output.suffix.lower() == ".npz" and points:
+                write_datapoint(targets[i], point, base.config)
+        if to_npz and points:
             shapes = {p.values.shape for p in points.values()}
             if len(shapes) != 1:
                 raise UserError(f"{output}: the items have different shapes; extract them to a folder")
-            import io
             buffer = io.BytesIO()
             np.savez(buffer, items=np.stack([p.values for p in points.values()]), index=np.array(list(points)))
             atomic_write_bytes(output, buffer.getvalue())
@@ -157,22 +170,24 @@ def archive_extract(args) -> dict:
     return summary
 
 
-def item_file_name(name: str, index: int, count: int, modality: str) -> str:
-    """Where item ``index`` is written: its stored relative name (made safe, with a suffix the modality
-    can be written as) or, unnamed, its zero-padded index."""
+def item_file_name(name: str, index: int, count: int, modality: str) -> PurePosixPath:
+    """Where item ``index`` is written: its stored relative name (checked safe, with a suffix the
+    modality can be written as) or, unnamed, its zero-padded index."""
     from metacompress.data.datapoints import OUTPUT_SUFFIXES
+    from metacompress.output_paths import safe_relative_path
 
     if not name:
-        return f"{index:0{len(str(count - 1))}d}{DEFAULT_SUFFIX[modality]}"
+        return PurePosixPath(f"{index:0{len(str(count - 1))}d}{DEFAULT_SUFFIX[modality]}")
     label, _, step = name.partition("#")  # globes: file#time-step
-    path = PurePosixPath(label)
-    if path.is_absolute() or ".." in path.parts:
-        raise FormatError(f"item {index} has an unsafe name {name!r}")
+    what = f"item {index}"
+    path = safe_relative_path(label, what)
     if step:
-        return str(path.with_name(f"{path.name.split('.')[0]}-{step}{DEFAULT_SUFFIX[modality]}"))
+        if not step.isdigit():
+            raise FormatError(f"{what} has a name that cannot be written safely: {name!r}")
+        return path.with_name(f"{path.name.split('.')[0] or 'item'}-{step}{DEFAULT_SUFFIX[modality]}")
     if path.name.lower().endswith(OUTPUT_SUFFIXES[modality]):
-        return str(path)
-    return str(path.with_suffix(DEFAULT_SUFFIX[modality]))
+        return path
+    return path.with_suffix(DEFAULT_SUFFIX[modality])
 
 
 def archive_list(args) -> dict:
@@ -199,7 +214,7 @@ def archive_list(args) -> dict:
 def archive_verify(args) -> dict:
     from metacompress.codecs.archive import Archive, describe_damage
 
-    with Archive(args.archive) as archive:
+    with Archive(args.archive, check_header=False) as archive:
         report = archive.verify()
     summary = {"command": "archive verify", "archive": str(args.archive), "items": report.items,
                "header_ok": report.header_ok, "archive_crc_ok": report.whole_ok,

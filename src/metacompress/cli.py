@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, help="coin: sine layers (with --width: overrides the architecture --bpp picks)")
     p.add_argument("--width", type=int, help="coin: units per sine layer")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
     p.add_argument("--no-progress", action="store_true")
     add_json(p)
 
@@ -146,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="COIN++ files: the base network they were encoded with (default: the bundled one)")
     p.add_argument("--scale", type=float, default=1.0, help="COIN images: decode at this multiple of the stored resolution")
     p.add_argument("--region", help="COIN images: x0,y0,x1,y1: decode only this rectangle of the (scaled) output")
+    p.add_argument("--max-samples", type=int,
+                   help="refuse outputs of more pixels/samples than this (default 2^26, a decompression-bomb guard; "
+                        "0: no cap)")
+    p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
     add_json(p)
 
     p = commands.add_parser("train-base", help="meta-learn a COIN++ base network on a modality's training data")
@@ -168,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variables", help="sphere: comma-separated netCDF variables (default: all on the main grid)")
     p.add_argument("--val-fraction", type=float, default=0.05, help="share of datapoints held out for validation PSNR")
     p.add_argument("--resume", action="store_true", help="continue from OUT.run/meta_checkpoint")
+    p.add_argument("--force", action="store_true", help="overwrite an existing base network at OUT")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     add_json(p)
@@ -197,6 +203,15 @@ def training_setup(args):
     """Config, data and model spec from the shared training arguments."""
     from metacompress.recipes import default_config, load_experiment_data, spec_for
 
+    for option in ("lr", "momentum", "weight_decay"):
+        if getattr(args, option) is not None:
+            check_finite(getattr(args, option), "--" + option.replace("_", "-"), positive=option == "lr")
+    if args.epochs is not None:
+        check_positive(args.epochs, "--epochs")
+    if args.batch_size is not None:
+        check_positive(args.batch_size, "--batch-size")
+    if not 0.0 <= args.val_fraction < 1.0:
+        raise UserError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     config = default_config(args.dataset, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
                             lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
                             augment=args.augment, seed=args.seed)
@@ -238,6 +253,13 @@ def command_prune(args) -> dict:
     if (args.method in METHODS) != (not args.structured or args.method in ("prospr", "grasp")):
         raise UserError(f"--method {args.method} is {'un' if args.method in METHODS else ''}structured: "
                         f"{'drop' if args.structured else 'add'} --structured")
+    check_positive(args.prune_batch_size, "--prune-batch-size")
+    if args.rounds is not None:
+        check_positive(args.rounds, "--rounds")
+    if args.steps < 1:
+        raise UserError(f"--steps must be at least 1, got {args.steps}")
+    check_finite(args.inner_lr, "--inner-lr", positive=True)
+    check_finite(args.lam, "--lam")
     config, train_data, eval_sets, spec = training_setup(args)
     options = {"steps": args.steps, "lr": args.inner_lr, "first_order": args.first_order,
                "same_batch": args.same_batch} if args.method == "prospr" else {}
@@ -293,6 +315,10 @@ def quantization_setup(args):
     if info["model"]["num_classes"] != len(train_data.classes):
         raise UserError(f"{args.checkpoint}: has {info['model']['num_classes']} classes, "
                         f"{args.dataset} has {len(train_data.classes)}")
+    channels = train_data.images.shape[1]
+    if info["model"].get("in_channels", channels) != channels:
+        raise UserError(f"{args.checkpoint}: takes {info['model']['in_channels']}-channel images, "
+                        f"{args.dataset} has {channels}")
     try:
         configs = [(None, None)] + list(product(parse_bits(args.w_bits), parse_bits(args.a_bits)))
     except ValueError:
@@ -366,10 +392,11 @@ def command_encode(args) -> dict:
 
     from metacompress.codecs.coinpp import DEFAULT_BITS, encode
     from metacompress.data.datapoints import read_datapoint
+    from metacompress.output_paths import check_output_file
 
+    output = check_output_file(args.output or Path(args.input).with_suffix(".mcz"), [args.input], args.force)
     base, base_name = load_base_argument(args.base)
     point = read_datapoint(args.input, base.config, args.time)
-    output = Path(args.output or Path(args.input).with_suffix(".mcz"))
     bits = DEFAULT_BITS if args.bits is None else args.bits
     result = encode(point, base, bits=bits, steps=args.steps, entropy=not args.no_entropy)
     atomic_write_bytes(output, result.data)
@@ -399,11 +426,16 @@ def command_encode_coin(args) -> dict:
     from metacompress.checkpoint import atomic_write_bytes
     from metacompress.codecs.coin import CoinConfig, architecture_for, check_bits, encode_image
     from metacompress.data.images import load_image
+    from metacompress.output_paths import check_output_file
 
     if (args.depth is None) != (args.width is None):
         raise UserError("--depth and --width go together")
+    check_positive(args.iters, "--iters")
+    if args.patience is not None:
+        check_positive(args.patience, "--patience")
+    check_finite(args.lr, "--lr", positive=True)
+    output = check_output_file(args.output or Path(args.input).with_suffix(".mcz"), [args.input], args.force)
     image = load_image(args.input, keep_alpha=True)
-    output = Path(args.output or Path(args.input).with_suffix(".mcz"))
     bits = 16 if args.bits is None else args.bits
     check_bits(bits)
     depth, width = (args.depth, args.width) if args.depth else architecture_for(args.bpp, *image.shape, bits)
@@ -430,9 +462,14 @@ def command_encode_coin(args) -> dict:
 def command_decode(args) -> dict:
     from metacompress.codecs.base import peek
 
+    from metacompress.output_paths import check_output_file
+
     path = Path(args.input)
     if not path.is_file():
         raise UserError(f"{path}: file not found")
+    if args.max_samples is not None and args.max_samples < 0:
+        raise UserError(f"--max-samples must be ≥ 0 (0: no cap), got {args.max_samples}")
+    check_output_file(args.output, [path], args.force)
     data = path.read_bytes()
     codec, _ = peek(data, str(path))
     started = time.perf_counter()
@@ -441,7 +478,7 @@ def command_decode(args) -> dict:
         from metacompress.data.images import save_image
 
         region = parse_region(args.region) if args.region else None
-        values = decode_image(data, scale=args.scale, region=region, source=str(path))
+        values = decode_image(data, scale=args.scale, region=region, source=str(path), max_samples=args.max_samples)
         seconds = time.perf_counter() - started
         save_image(args.output, values)
     else:
@@ -451,7 +488,7 @@ def command_decode(args) -> dict:
         if args.scale != 1.0 or args.region:
             raise UserError("--scale and --region apply to COIN images; this is a COIN++ file")
         base, _ = load_base_argument(args.base)
-        point = decode(data, base, str(path))
+        point = decode(data, base, str(path), args.max_samples)
         seconds = time.perf_counter() - started
         write_datapoint(args.output, point, base.config)
         values = point.values
@@ -467,15 +504,20 @@ def command_train_base(args) -> dict:
     from metacompress.inr.base_training import prepare_training, train_base
     from metacompress.inr.metalearning import MetaConfig, psnr_from_mse
 
+    if not (args.resume or args.force):
+        for suffix in (".safetensors", ".json"):
+            if Path(args.out + suffix).exists():
+                raise UserError(f"--out {args.out}: {args.out + suffix} already exists; pass --force to replace "
+                                "it or --resume to continue its run")
+    meta = MetaConfig(iterations=args.iters, batch_size=args.batch_size, inner_steps=args.inner_steps,
+                      inner_lr=args.inner_lr, outer_lr=args.outer_lr, first_order=args.first_order,
+                      checkpoint_steps=args.checkpoint_steps, seed=args.seed)  # validated before any data is read
     ctx = init_distributed("cpu")
     patch = parse_ints(args.patch, "--patch") if args.patch else None
     variables = args.variables.split(",") if args.variables else None
     settings, train_points, val_points = prepare_training(
         args.modality, args.data, patch=patch, width=args.width, depth=args.depth, latent_dim=args.latent_dim,
         w0=args.w0, variables=variables, val_fraction=args.val_fraction, seed=args.seed)
-    meta = MetaConfig(iterations=args.iters, batch_size=args.batch_size, inner_steps=args.inner_steps,
-                      inner_lr=args.inner_lr, outer_lr=args.outer_lr, first_order=args.first_order,
-                      checkpoint_steps=args.checkpoint_steps, seed=args.seed)
     run_dir = Path(f"{args.out}.run")
     started = time.perf_counter()
     with progress_bar(args.iters, "meta-training", args.no_progress or not ctx.is_main) as bar:
@@ -495,6 +537,16 @@ def command_train_base(args) -> dict:
                "val_psnr_5bit_10_steps": training["val_psnr_5bit_10_steps"]}
     print_table(summary)
     return summary
+
+
+def check_positive(value: int, option: str) -> None:
+    if value < 1:
+        raise UserError(f"{option} must be at least 1, got {value}")
+
+
+def check_finite(value: float, option: str, positive: bool = False) -> None:
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise UserError(f"{option} must be a finite number {'> 0' if positive else '≥ 0'}, got {value}")
 
 
 def parse_ints(text: str, option: str) -> tuple[int, ...]:
@@ -558,6 +610,9 @@ COMMANDS = {"train": command_train, "prune": command_prune, "quantize": command_
 
 
 def main(argv=None) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="metacompress: %(message)s", stream=sys.stderr)
     try:
         args = build_parser().parse_args(argv)
         summary = COMMANDS[args.command](args)
@@ -572,9 +627,18 @@ def main(argv=None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # unwritable folder, disk full, a file where a folder should be: the user's to fix
+        print(f"metacompress: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
     if getattr(args, "json", False) and is_main_process():
         print(json.dumps(summary), flush=True)
     return 0
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line: the file, what went wrong, and that nothing partial was left (writes are atomic)."""
+    where = error.filename if error.filename is not None else "output"
+    return f"{where}: {error.strerror or error}; nothing was written there" if error.strerror else f"{where}: {error}"
 
 
 def is_main_process() -> bool:

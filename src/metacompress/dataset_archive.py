@@ -8,19 +8,36 @@ the output folder) each take every N-th pending shard and write it as a part fil
 rename).  When every part exists the first process merges them in order into the archive and
 deletes the parts.  An interrupted run leaves its finished parts behind; running the same
 command again encodes only the missing shards.
+
+The merging process holds an exclusive lock on ``.OUTPUT.lock`` (next to the output) from before
+the parts folder is made until the archive is written, so a second run to the same output is
+refused at once instead of merging half of the other run's parts.  Workers die with the process
+that started them (Linux), so killing a run leaves no orphan still encoding.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import math
 import multiprocessing
+import numbers
+import os
 import shutil
+import signal
+import sys
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, runs are not guarded
+    fcntl = None
 
 import numpy as np
 import torch
@@ -34,6 +51,12 @@ from metacompress.errors import UserError
 from metacompress.inr.base_network import BaseNetwork
 
 PARTS_VERSION = 1
+MAX_STEPS = 10_000
+MAX_SHARD_SIZE = 1 << 20
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclass(frozen=True)
@@ -42,6 +65,25 @@ class ArchiveSettings:
     steps: int = DEFAULT_STEPS
     entropy: bool = True
     shard_size: int = 64  # items encoded as one batch (and the unit of resuming)
+
+    def __post_init__(self) -> None:
+        """Refuse impossible settings when they are made, before anything is written to disk."""
+        if not _is_int(self.bits) or not 1 <= self.bits <= 8:
+            raise UserError(f"--bits must be an integer in 1–8, got {self.bits!r}")
+        if not _is_int(self.steps) or not 0 <= self.steps <= MAX_STEPS:
+            raise UserError(f"--steps must be an integer in 0–{MAX_STEPS}, got {self.steps!r}")
+        if not _is_int(self.shard_size) or not 1 <= self.shard_size <= MAX_SHARD_SIZE:
+            raise UserError(f"--shard-size must be an integer in 1–{MAX_SHARD_SIZE}, got {self.shard_size!r}")
+        if not isinstance(self.entropy, (bool, np.bool_)):
+            raise UserError(f"entropy coding is on or off (True/False), got {self.entropy!r}")
+
+    def validate(self, base: BaseNetwork | None = None, workers: int = 1) -> None:
+        """Every check of a run's options, in one place; ``base`` adds whether it supports ``bits``."""
+        self.__post_init__()  # again: a frozen dataclass can still be changed behind its back
+        if not _is_int(workers) or workers < 1:
+            raise UserError(f"--workers must be an integer of at least 1, got {workers!r}")
+        if base is not None:
+            quantizer_for(base, self.bits)  # refuse an unsupported bit-width before any work
 
 
 @dataclass
@@ -59,6 +101,48 @@ class ShardStats:
 
 def parts_folder(output: Path) -> Path:
     return output.with_name(output.name + ".parts")
+
+
+def lock_path(output: Path) -> Path:
+    return output.with_name(f".{output.name}.lock")
+
+
+@contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """Hold the exclusive lock on writing ``output`` (refusing at once if another run holds it);
+    the lock file is removed when done."""
+    if fcntl is None:
+        yield
+        return
+    path = lock_path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                raise UserError(f"{output}: another archive create/append is writing it; wait for it or choose "
+                                "another output") from None
+            fd = None  # a file system without locks: go on unguarded
+            break
+        try:
+            held, current = os.fstat(fd), os.stat(path)
+            if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the run before removed this lock file as it finished: lock the new one
+    try:
+        yield
+    finally:
+        if fd is not None:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            os.close(fd)
 
 
 def shard_items(shard: int, count: int, shard_size: int) -> range:
@@ -128,7 +212,25 @@ def prepare_parts(parts: Path, manifest: dict, ctx: DistContext | None) -> None:
         barrier(ctx)
 
 
-def _worker_init(threads: int) -> None:
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when its parent dies (Linux; a no-op elsewhere), and exit
+    now if the parent ``parent`` is already gone."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0))
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it died before the signal was asked for
+        os._exit(1)
+
+
+def _worker_init(threads: int, parent: int) -> None:
+    die_with_parent(parent)
     torch.set_num_threads(threads)
 
 
@@ -145,7 +247,8 @@ def encode_pending(source: ItemSource, base: BaseNetwork, settings: ArchiveSetti
         return
     threads = max(1, torch.get_num_threads() // workers)
     context = multiprocessing.get_context("spawn")
-    with context.Pool(min(workers, len(shards)), initializer=_worker_init, initargs=(threads,)) as pool:
+    with context.Pool(min(workers, len(shards)), initializer=_worker_init,
+                      initargs=(threads, os.getpid())) as pool:
         jobs = [(source, base, settings, shard, parts) for shard in shards]
         for stats in pool.imap_unordered(_worker_encode, jobs):
             on_shard(stats)
@@ -176,13 +279,21 @@ def create_archive(source: ItemSource, base: BaseNetwork, output: Path, settings
 
     ``workers`` > 1 starts processes with ``spawn`` (safe with torch's threads), which re-imports
     the calling script: call this under ``if __name__ == "__main__":`` there."""
-    if settings.shard_size < 1:
-        raise UserError("--shard-size must be at least 1")
-    quantizer_for(base, settings.bits)  # refuse an unsupported bit-width before any work
+    settings.validate(base, workers)  # before anything is made on disk
+    output = Path(output)
     if append and not output.is_file():
         raise UserError(f"{output}: no archive to append to")
-    if not append and output.exists() and (ctx is None or ctx.is_main) and not parts_folder(output).exists():
-        raise UserError(f"{output}: already exists; remove it, or add items with `archive append`")
+    if ctx is not None and not ctx.is_main:  # ranks of one run share the parts; rank 0 holds the lock
+        return _create_archive(source, base, output, settings, workers, ctx, append, on_shard)
+    with output_lock(output):
+        if not append and output.exists() and not parts_folder(output).exists():
+            raise UserError(f"{output}: already exists; remove it, or add items with `archive append`")
+        return _create_archive(source, base, output, settings, workers, ctx, append, on_shard)
+
+
+def _create_archive(source: ItemSource, base: BaseNetwork, output: Path, settings: ArchiveSettings, workers: int,
+                    ctx: DistContext | None, append: bool,
+                    on_shard: Callable[[ShardStats], None] | None) -> ArchiveSummary | None:
     parts = parts_folder(output)
     prepare_parts(parts, run_manifest(source, base, settings), ctx)
     rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)

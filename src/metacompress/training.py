@@ -19,7 +19,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DistributedSampler
 from tqdm import tqdm
 
-from metacompress.checkpoint import checkpoint_stem, load_checkpoint, save_checkpoint
+from metacompress.checkpoint import (atomic_write_bytes, checkpoint_exists, checkpoint_stem, load_checkpoint,
+                                    save_checkpoint)
 from metacompress.data import ClassificationData
 from metacompress.distributed import DistContext, all_reduce_sum, barrier, init_distributed
 from metacompress.errors import UserError
@@ -237,6 +238,8 @@ def train(
     start_epoch, history = 0, []
     if resume:
         start_epoch, history = resume_state(out_dir, model, optimizer, spec, config)
+        if ctx.is_main:
+            trim_metrics(out_dir, start_epoch, history)
     elif out_dir is not None and ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -305,7 +308,7 @@ def write_epoch(out_dir: Path, model, optimizer, spec, data, config: TrainConfig
 
 
 def resume_state(out_dir: Path | None, model, optimizer, spec: ModelSpec, config: TrainConfig) -> tuple[int, list]:
-    if out_dir is None or not (out_dir / "checkpoint.json").exists():
+    if out_dir is None or not checkpoint_exists(out_dir / "checkpoint"):
         raise UserError(f"nothing to resume: no checkpoint in {out_dir}")
     tensors, info = load_checkpoint(out_dir / "checkpoint")
     if info.get("model") != spec.to_dict():
@@ -318,3 +321,27 @@ def resume_state(out_dir: Path | None, model, optimizer, spec: ModelSpec, config
     model.load_state_dict(model_weights(tensors))
     restore_optimizer(optimizer, tensors, info["optimizer"])
     return int(info["epoch"]), list(info["history"])
+
+
+def trim_metrics(out_dir: Path, epoch: int, history: list[dict]) -> None:
+    """Make ``metrics.jsonl`` agree with a checkpoint of ``epoch``, atomically: one line per epoch up to
+    ``epoch``. A run killed after an epoch's metrics line but before its checkpoint would otherwise
+    log that epoch twice; a torn last line is dropped too. Epochs the file lacks come from the
+    checkpoint's own history."""
+    path = out_dir / "metrics.jsonl"
+    lines: dict[int, str] = {}
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        text = ""
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and type(record.get("epoch")) is int and 1 <= record["epoch"] <= epoch:
+            lines[record["epoch"]] = line  # the last try of an epoch is the one the checkpoint continued
+    for record in history:
+        if isinstance(record, dict) and type(record.get("epoch")) is int and 1 <= record["epoch"] <= epoch:
+            lines.setdefault(record["epoch"], json.dumps(record))
+    atomic_write_bytes(path, "".join(lines[e] + "\n" for e in sorted(lines)).encode())

@@ -11,9 +11,10 @@ size where the base needs them, then the coded latents).  Layout (``uvarint`` as
     base     32 bytes  the base network's SHA-256 content hash
     shape    only with bit 4: the shape of every item (ndim byte, then ndim uvarints)
     count    uvarint   number of items
-    index    count × (uvarint item length, 4-byte CRC-32 of the item)
+    index    count × (uvarint item length, 4-byte CRC-32 of the item, seeded with its index)
     names    only with bit 5: uvarint length, then that many bytes of zlib-compressed UTF-8 names,
-             one per item, separated by newlines (empty for an unnamed item)
+             one per item, separated by newlines (empty for an unnamed item), each at most
+             MAX_NAME_BYTES long
     hcrc     4 bytes   CRC-32 of every byte above
     items    back to back: the item's shape unless common, then its COIN++ datapoint record
     crc      4 bytes   CRC-32 of every byte before it
@@ -22,6 +23,12 @@ The index sits in front so that a truncated archive keeps it: every item before 
 checks out and extracts.  Item *i* starts at the end of the header plus the lengths of items
 0..i−1, so reading it costs the header and its own bytes, nothing else.  All CRCs are
 little-endian.  Appending rewrites the index, so it writes a new file and renames it over the old.
+
+Version 2 seeds each item's CRC with the item's index (``item_crc``): an empty or zero-filled
+record no longer has the CRC 0 that zero-filled index bytes would give, and an item moved to
+another slot fails.  Every read path checks the header CRC before it uses any header field
+(``Archive(..., check_header=False)`` is for ``verify``, which reports the damage instead), and
+the item names are decompressed only after that check, with a bound from the item count.
 """
 
 from __future__ import annotations
@@ -42,13 +49,32 @@ from metacompress.errors import FormatError, UserError
 from metacompress.inr.base_network import BaseNetwork
 
 MAGIC = b"MczA"
-ARCHIVE_VERSION = 1
+ARCHIVE_VERSION = 2
 SUFFIX = ".mcza"
 HASH_BYTES = 32
 MAX_ITEMS = 1 << 32
 _COMMON_SHAPE, _NAMES = 0x10, 0x20
 _FIXED = len(MAGIC) + 3 + HASH_BYTES
 _FIRST_READ = 1 << 16
+MAX_NAME_BYTES = 1024  # UTF-8 bytes of one item name
+_MIN_INDEX_ENTRY = 5  # one-byte length + CRC
+
+
+def item_crc(index: int, body: bytes) -> int:
+    """CRC-32 of item ``index``'s bytes, seeded with the index (never 0 for an empty item)."""
+    return zlib.crc32(body, zlib.crc32(b"MczA item %d" % index))
+
+
+def check_item_name(name: str) -> None:
+    """Names are relative paths: one line of UTF-8, no NUL, at most MAX_NAME_BYTES bytes."""
+    if "\n" in name or "\0" in name:
+        raise UserError(f"item name {name!r} contains a newline or NUL")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UserError(f"item name {name!r} is not valid UTF-8") from None
+    if size > MAX_NAME_BYTES:
+        raise UserError(f"item name {name[:40]!r}… is longer than {MAX_NAME_BYTES} bytes")
 
 
 @dataclass(frozen=True)
@@ -97,8 +123,8 @@ def archive_bytes(header: ArchiveHeader, items: list[ArchiveItem]) -> bytes:
     if shape is not None and any(item.shape != shape for item in items):
         raise ValueError("an item's shape differs from the archive's common shape")
     names = [item.name for item in items]
-    if any("\n" in name for name in names):
-        raise UserError("item names cannot contain newlines")
+    for name in names:
+        check_item_name(name)
     kind = MODALITIES.index(header.modality) | DTYPES.index(header.dtype) << 2 \
         | (_COMMON_SHAPE if shape is not None else 0) | (_NAMES if any(names) else 0)
     out = bytearray(MAGIC) + bytes([ARCHIVE_VERSION, kind, flags_byte(header.bits, header.entropy)])
@@ -108,8 +134,8 @@ def archive_bytes(header: ArchiveHeader, items: list[ArchiveItem]) -> bytes:
         out += encode_shape(shape)
     bodies = [item.record if shape is not None else encode_shape(item.shape) + item.record for item in items]
     out += encode_uvarint(len(bodies))
-    for body in bodies:
-        out += encode_uvarint(len(body)) + zlib.crc32(body).to_bytes(4, "little")
+    for i, body in enumerate(bodies):
+        out += encode_uvarint(len(body)) + item_crc(i, body).to_bytes(4, "little")
     if kind & _NAMES:
         packed = zlib.compress("\n".join(names).encode("utf-8"), 9)
         out += encode_uvarint(len(packed)) + packed
@@ -167,7 +193,9 @@ class Archive:
     """An archive opened for random access: the header and index are read once; ``item(i)``
     then reads item *i*'s bytes and nothing else."""
 
-    def __init__(self, source: str | os.PathLike | BinaryIO, name: str | None = None):
+    def __init__(self, source: str | os.PathLike | BinaryIO, name: str | None = None, check_header: bool = True):
+        """``check_header=False`` opens an archive whose header CRC fails (for ``verify`` only:
+        its header fields may be wrong, and items cannot be read from it)."""
         if isinstance(source, (str, os.PathLike)):
             path = Path(source)
             if not path.is_file():
@@ -175,9 +203,16 @@ class Archive:
             self._file, self.source = open(path, "rb"), name or str(path)
         else:
             self._file, self.source = source, name or "archive"
-        self._file.seek(0, io.SEEK_END)
-        self.size = self._file.tell()
-        self._parse_header()
+        try:
+            self._file.seek(0, io.SEEK_END)
+            self.size = self._file.tell()
+            self._parse_header()
+            if check_header and not self.header_ok:
+                raise FormatError(f"{self.source}: the archive header is corrupt (CRC-32 mismatch); nothing can be "
+                                  "read from it safely (`metacompress archive verify` reports the damage)")
+        except BaseException:
+            self._file.close()
+            raise
 
     def close(self) -> None:
         self._file.close()
@@ -209,6 +244,9 @@ class Archive:
             raise FormatError(f"{source}: not a metacompress archive (bad magic bytes)")
         if len(data) < _FIXED:
             raise _NeedMore
+        if data[4] == 1:
+            raise FormatError(f"{source}: written by an earlier metacompress (archive version 1, whose item CRCs "
+                              "cannot tell an empty item from a lost one); create the archive again")
         if data[4] != ARCHIVE_VERSION:
             raise FormatError(f"{source}: archive version {data[4]} is not supported "
                               f"(this metacompress reads version {ARCHIVE_VERSION})")
@@ -222,6 +260,8 @@ class Archive:
             if kind & _COMMON_SHAPE:
                 shape, pos = read_shape(data, pos, source)
             count, pos = read_uvarint(data, pos, source)
+            if count >= MAX_ITEMS or count * _MIN_INDEX_ENTRY > self.size - pos:
+                raise FormatError(f"{source}: the header claims {count} items, more than the file can hold")
             lengths, crcs = [], []
             for _ in range(count):
                 length, pos = read_uvarint(data, pos, source)
@@ -230,12 +270,12 @@ class Archive:
                 lengths.append(length)
                 crcs.append(int.from_bytes(data[pos:pos + 4], "little"))
                 pos += 4
-            names = [""] * count
+            packed = b""
             if kind & _NAMES:
                 packed_length, pos = read_uvarint(data, pos, source)
                 if pos + packed_length > len(data):
                     raise _NeedMore
-                names = self._names(data[pos:pos + packed_length], count)
+                packed = data[pos:pos + packed_length]
                 pos += packed_length
         except FormatError as e:
             if "truncated header" in str(e) and len(data) < self.size:
@@ -244,6 +284,8 @@ class Archive:
         if pos + 4 > len(data):
             raise _NeedMore
         self.header_ok = zlib.crc32(data[:pos]) == int.from_bytes(data[pos:pos + 4], "little")
+        # names only from a header that checks out: they are decompressed, so must not be trusted before
+        names = self._names(packed, count) if packed and self.header_ok else [""] * count
         self.header = ArchiveHeader(MODALITIES[kind & 3], DTYPES[kind >> 2 & 3], bits, entropy, base_hash, shape)
         self.count, self.lengths, self.crcs, self.names = count, lengths, crcs, names
         self.offsets = []
@@ -254,18 +296,31 @@ class Archive:
         self.end = offset  # where the final CRC starts
 
     def _names(self, packed: bytes, count: int) -> list[str]:
+        """The item names, decompressed incrementally up to what ``count`` names can take."""
+        limit = count * (MAX_NAME_BYTES + 1)
+        inflater = zlib.decompressobj()
         try:
-            names = zlib.decompress(packed).decode("utf-8").split("\n")
-        except (zlib.error, UnicodeDecodeError):
+            text = inflater.decompress(packed, limit + 1)
+        except zlib.error:
+            raise FormatError(f"{self.source}: the item names are corrupt") from None
+        if len(text) > limit or inflater.unconsumed_tail:
+            raise FormatError(f"{self.source}: the item names are longer than {count} names can be")
+        if not inflater.eof or inflater.unused_data:
+            raise FormatError(f"{self.source}: the item names are corrupt")
+        try:
+            names = text.decode("utf-8").split("\n")
+        except UnicodeDecodeError:
             raise FormatError(f"{self.source}: the item names are corrupt") from None
         if len(names) != count:
             raise FormatError(f"{self.source}: {len(names)} item names for {count} items")
+        if any(len(name.encode("utf-8")) > MAX_NAME_BYTES or "\0" in name for name in names):
+            raise FormatError(f"{self.source}: an item name is over {MAX_NAME_BYTES} bytes or holds NUL")
         return names
 
     def item_problem(self, i: int, body: bytes) -> str | None:
         if len(body) < self.lengths[i]:
             return "truncated" if body else "missing (archive truncated)"
-        if zlib.crc32(body) != self.crcs[i]:
+        if item_crc(i, body) != self.crcs[i]:
             return "CRC mismatch"
         return None
 
@@ -273,6 +328,7 @@ class Archive:
         """Item ``i``'s shape and record, CRC-checked; reads only its bytes."""
         if not 0 <= i < self.count:
             raise UserError(f"{self.source}: has items 0–{self.count - 1}, not {i}")
+        self._require_header()
         body = self._read(self.offsets[i], self.lengths[i])
         problem = self.item_problem(i, body)
         if problem:
@@ -282,7 +338,12 @@ class Archive:
             shape, pos = read_shape(body, 0, f"{self.source}: item {i}")
         return ArchiveItem(shape, body[pos:], self.names[i])
 
+    def _require_header(self) -> None:
+        if not self.header_ok:
+            raise FormatError(f"{self.source}: the archive header is corrupt (CRC-32 mismatch)")
+
     def item_shape(self, i: int) -> tuple[int, ...]:
+        self._require_header()
         if self.header.shape is not None:
             return self.header.shape
         return read_shape(self._read(self.offsets[i], min(self.lengths[i], 1 + 4 * 5)), 0,
@@ -292,12 +353,13 @@ class Archive:
         """Pixels, audio samples, voxels or grid points of all items (their shapes without channels)."""
         return sum(math.prod(self.item_shape(i)[:-1]) for i in range(self.count))
 
-    def datapoint(self, i: int, base: BaseNetwork) -> Datapoint:
+    def datapoint(self, i: int, base: BaseNetwork, max_samples: int | None = None) -> Datapoint:
+        self._require_header()
         self.header.check_base(base, self.source)
         item = self.item(i)
         header = self.header
         return decode_record(item.record, item.shape, header.dtype, base, header.bits, header.entropy,
-                             f"{self.source}: item {i}")
+                             f"{self.source}: item {i}", max_samples)
 
     def verify(self) -> VerifyReport:
         """Every item's CRC, the header's and the whole archive's, reading the file once."""

@@ -35,6 +35,9 @@ MODALITIES = ("image", "audio", "volume", "sphere")
 DTYPES = ("uint8", "uint16", "int16", "float32")
 MAX_NDIM = 4
 MAX_SAMPLES = 1 << 28  # the largest datapoint a file may describe (decompression-bomb guard)
+# The largest output a decoder renders unless the caller raises the cap (as Pillow's
+# MAX_IMAGE_PIXELS): 2^26 pixels / samples / voxels / grid points, an 8192×8192 image.
+DEFAULT_MAX_OUTPUT_SAMPLES = 1 << 26
 CRC_BYTES = 4
 _SHAPE_STORED = 0x40
 _MAX_VARINT_BYTES = 5
@@ -74,6 +77,14 @@ def check_shape(shape: tuple[int, ...]) -> None:
         raise ValueError(f"bad shape {shape}")
     if math.prod(shape) > MAX_SAMPLES:
         raise ValueError(f"shape {shape} exceeds {MAX_SAMPLES} samples")
+
+
+def check_output_samples(samples: int, max_samples: int | None, source: str, what: str = "the output") -> None:
+    """Refuse to render more than ``max_samples`` samples (None: the default cap; 0: no cap)."""
+    cap = DEFAULT_MAX_OUTPUT_SAMPLES if max_samples is None else max_samples
+    if cap and samples > cap:
+        raise FormatError(f"{source}: {what} would have {samples:,} samples, over the decoding cap of {cap:,} "
+                          "(a decompression-bomb guard); raise it with --max-samples if you trust this file")
 
 
 def pack(container: Container, crc_key: bytes = b"") -> bytes:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metacompress.codecs.base import Container, encode_uvarint, pack, read_uvarint, unpack
+from metacompress.codecs.base import Container, check_output_samples, encode_uvarint, pack, read_uvarint, unpack
 from metacompress.errors import FormatError, UserError
 from metacompress.inr.siren import Siren
 from metacompress.modalities.image import (Region, check_region, features_to_image, image_features,
@@ -29,6 +29,11 @@ from metacompress.modalities.metrics import psnr
 KODAK_ARCHITECTURES = {0.07: (5, 20), 0.15: (5, 30), 0.3: (10, 28), 0.6: (10, 40), 1.2: (13, 49)}
 KODAK_PIXELS = 768 * 512
 MAX_DEPTH, MAX_WIDTH = 64, 4096
+MAX_BPP = 64.0  # above 8 bits per channel of RGBA there is nothing left to gain
+# A COIN file is plausible only if its network has at least one parameter per this many pixels:
+# 18× below the thesis' lowest rate (0.07 bpp on Kodak: 1,720 parameters, 229 pixels each).  A
+# 16-byte file cannot then claim a gigapixel image; the encoder refuses to write such files.
+MAX_PIXELS_PER_PARAMETER = 4096
 RENDER_CHUNK = 1 << 16  # coordinates per forward pass when decoding: bounds decoder memory
 FIT_CHUNK = 1 << 14  # pixels per forward/backward pass when fitting (see fit_siren)
 
@@ -70,6 +75,8 @@ def encode_image(image: np.ndarray, config: CoinConfig = CoinConfig(),
         architecture_for(config.bpp, height, width_px, channels, config.bits)
     if not (1 <= depth <= MAX_DEPTH and 1 <= width <= MAX_WIDTH):
         raise UserError(f"COIN networks have 1–{MAX_DEPTH} sine layers of 1–{MAX_WIDTH} units, got {depth}×{width}")
+    check_plausible(height * width_px, siren_parameters(depth, width, channels), UserError,
+                    f"a {depth}×{width} SIREN for a {width_px}×{height} image")
     torch.manual_seed(config.seed)
     model = Siren(2, width, depth, channels, w0=config.w0)
     coords, target = pixel_coordinates(height, width_px), image_features(image)
@@ -150,6 +157,8 @@ def architecture_for(bpp: float, height: int, width: int, channels: int, bits: i
     layers below 1k parameters, as for CIFAR-10 in C.3.1; 5 below 5.5k; 10 below 22k; 13 above),
     and the widest network whose file, header included, stays within the target.
     """
+    if not (math.isfinite(bpp) and 0 < bpp <= MAX_BPP):
+        raise UserError(f"--bpp must be a rate in (0, {MAX_BPP}] bits per pixel, got {bpp}")
     pixels = height * width
     if pixels == KODAK_PIXELS and channels == 3 and bits == 16:
         for rate, arch in KODAK_ARCHITECTURES.items():
@@ -204,6 +213,16 @@ def siren_shapes(depth: int, width: int, channels: int) -> list[tuple[int, ...]]
     for a, b in zip(dims[:-1], dims[1:]):
         shapes += [(b, a), (b,)]
     return shapes + [(channels, width), (channels,)]
+
+
+def siren_parameters(depth: int, width: int, channels: int) -> int:
+    return sum(math.prod(s) for s in siren_shapes(depth, width, channels))
+
+
+def check_plausible(pixels: int, parameters: int, error: type, what: str) -> None:
+    if pixels > MAX_PIXELS_PER_PARAMETER * parameters:
+        raise error(f"{what} is implausible: {parameters} parameters for {pixels:,} pixels "
+                    f"(at most {MAX_PIXELS_PER_PARAMETER} pixels per parameter); use a larger network")
 
 
 def payload_size(shapes: list[tuple[int, ...]], bits: int) -> int:
@@ -305,6 +324,8 @@ def model_from_container(container: Container, source: str = "input") -> Siren:
                           f"{container.dtype} of shape {container.shape}")
     depth, width, bits, w0, payload_start = parse_coin_config(container.body, source)
     channels = container.shape[2]
+    check_plausible(container.shape[0] * container.shape[1], siren_parameters(depth, width, channels), FormatError,
+                    f"{source}: a {depth}×{width} network for a {container.shape[1]}×{container.shape[0]} image")
     shapes = siren_shapes(depth, width, channels)
     weights = dequantize_weights(container.body[payload_start:], shapes, bits, source)
     model = Siren(2, width, depth, channels, w0=w0)
@@ -329,12 +350,20 @@ def render(model: Siren, height: int, width: int, region: Region | None = None,
     return out
 
 
-def decode_image(data: bytes, scale: float = 1.0, region: Region | None = None, source: str = "input") -> np.ndarray:
-    """uint8 (H, W, C) from a COIN file, optionally at ``scale``× resolution or only a region of it."""
+def decode_image(data: bytes, scale: float = 1.0, region: Region | None = None, source: str = "input",
+                 max_samples: int | None = None) -> np.ndarray:
+    """uint8 (H, W, C) from a COIN file, optionally at ``scale``× resolution or only a region of it.
+
+    The output (the scaled image, or the region of it) may have at most ``max_samples`` pixels
+    (see ``codecs.base.check_output_samples``); everything is checked before the network runs."""
     container = unpack(data, source)
     model = model_from_container(container, source)
     height, width = container.shape[:2]
-    return render(model, height, width, region, scaled_size(height, width, scale))
+    out_h, out_w = scaled_size(height, width, scale)
+    x0, y0, x1, y1 = check_region(region, out_h, out_w) if region else (0, 0, out_w, out_h)
+    check_output_samples((x1 - x0) * (y1 - y0), max_samples, source, f"the {out_w}×{out_h} decode"
+                         + (" region" if region else ""))
+    return render(model, height, width, region, (out_h, out_w))
 
 
 class Coin:

@@ -27,6 +27,7 @@ architecture, quantizer, symbol model — is in the base network.
 
 from __future__ import annotations
 
+import logging
 import math
 import struct
 import time
@@ -35,7 +36,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from metacompress.codecs.base import Container, body_start, pack, peek, unpack
+from metacompress.codecs.base import (DEFAULT_MAX_OUTPUT_SAMPLES, Container, body_start, check_output_samples, pack,
+                                      peek, unpack)
 from metacompress.codecs.entropy import SymbolModel, decode_symbols, encode_symbols
 from metacompress.codecs.latent_quantizer import LatentQuantizer
 from metacompress.errors import FormatError, UserError
@@ -45,6 +47,7 @@ from metacompress.modalities.datapoint import (check_datapoint, coordinates, dat
                                                to_features)
 from metacompress.modalities.patches import tile_grid, tile_patches, untile_patches
 
+log = logging.getLogger(__name__)
 HASH_PREFIX_BYTES = 1
 POINTS_PER_CHUNK = 1 << 16  # coordinates per fitting/rendering pass: bounds memory on large data
 DEFAULT_BITS, DEFAULT_STEPS = 5, 10  # thesis §5.2.3 and C.11
@@ -121,6 +124,20 @@ class FittedLatents:
     seconds: float
 
 
+def check_padding(shape: tuple[int, ...], patch: tuple[int, ...]) -> None:
+    """Refuse a shape whose patches the decoder would refuse; warn when padding is most of the work."""
+    tiles = math.prod(tile_grid(shape, patch))
+    samples, padded = math.prod(shape[:-1]), tiles * math.prod(patch)
+    if padded > 2 * samples and padded > DEFAULT_MAX_OUTPUT_SAMPLES:
+        raise UserError(f"a {'×'.join(map(str, shape[:-1]))} datapoint needs {tiles} patches of "
+                        f"{'×'.join(map(str, patch))} ({padded:,} samples, over the decoders' cap of "
+                        f"{DEFAULT_MAX_OUTPUT_SAMPLES:,}); crop or reshape it")
+    if padded > 4 * samples:
+        log.warning("a %s datapoint is padded to %d patches of %s: %.0f× its samples, so encoding it takes "
+                    "about as long as %d full patches", "×".join(map(str, shape[:-1])), tiles,
+                    "×".join(map(str, patch)), padded / samples, tiles)
+
+
 def fit_datapoints(points: list[Datapoint], base: BaseNetwork, steps: int = DEFAULT_STEPS) -> FittedLatents:
     """Tile every datapoint and fit all tiles' latents in shared batches (CIFAR-10-sized data fits
     far faster in a batch than one by one)."""
@@ -133,6 +150,7 @@ def fit_datapoints(points: list[Datapoint], base: BaseNetwork, steps: int = DEFA
         check_datapoint(point.values, base.config)
         x_range = datapoint_range(point.values) if base.config.get("value_range") is None else None
         features = to_features(point.values, base.config, x_range)
+        check_padding(tuple(point.values.shape), patch)
         tiled = tile_patches(features, patch)
         shapes.append(tuple(features.shape))
         ranges.append(x_range)
@@ -240,11 +258,14 @@ def unpack_symbols(payload: bytes, count: int, base: BaseNetwork, bits: int, ent
     if len(payload) != math.ceil(count * bits / 8):
         raise FormatError(f"{source}: payload is {len(payload)} bytes, {count} {bits}-bit symbols need "
                           f"{math.ceil(count * bits / 8)}")
-    planes = np.unpackbits(np.frombuffer(payload, dtype=np.uint8))[:count * bits].reshape(count, bits)
+    planes = np.unpackbits(np.frombuffer(payload, dtype=np.uint8))
+    if planes[count * bits:].any():  # the encoder pads with zero bits: anything else is damage
+        raise FormatError(f"{source}: corrupt payload (non-zero padding bits)")
+    planes = planes[:count * bits].reshape(count, bits)
     return (planes.astype(np.int64) << np.arange(bits - 1, -1, -1)).sum(axis=1)
 
 
-def decode(data: bytes, base: BaseNetwork, source: str = "input") -> Datapoint:
+def decode(data: bytes, base: BaseNetwork, source: str = "input", max_samples: int | None = None) -> Datapoint:
     """The datapoint a COIN++ file describes; refuses files made with another base network."""
     codec, modality = peek(data, source)
     if codec != "coinpp":
@@ -264,7 +285,8 @@ def decode(data: bytes, base: BaseNetwork, source: str = "input") -> Datapoint:
         raise FormatError(f"{source}: COIN++ settings are truncated")
     bits, entropy = parse_flags(container.body[HASH_PREFIX_BYTES], source)
     shape = container.shape or default_shape(base)
-    return decode_record(container.body[HASH_PREFIX_BYTES + 1:], shape, container.dtype, base, bits, entropy, source)
+    return decode_record(container.body[HASH_PREFIX_BYTES + 1:], shape, container.dtype, base, bits, entropy, source,
+                         max_samples)
 
 
 def stored_hash_prefix(data: bytes) -> bytes | None:
@@ -278,8 +300,12 @@ def stored_hash_prefix(data: bytes) -> bytes | None:
 
 
 def decode_record(record: bytes, shape: tuple[int, ...], dtype: str, base: BaseNetwork, bits: int, entropy: bool,
-                  source: str) -> Datapoint:
-    """The datapoint of shape ``shape`` that a datapoint record describes."""
+                  source: str, max_samples: int | None = None) -> Datapoint:
+    """The datapoint of shape ``shape`` that a datapoint record describes.
+
+    Every length is checked before work that depends on it: the shape against the output cap
+    (``max_samples``, see ``codecs.base.check_output_samples``) and the payload against the
+    least the symbol count needs, so a few bytes cannot demand a huge rendering."""
     patch = tuple(base.config["patch"])
     channels = int(base.config["out_dim"])
     if len(shape) != len(patch) + 1 or shape[-1] not in (1, channels):
@@ -294,8 +320,14 @@ def decode_record(record: bytes, shape: tuple[int, ...], dtype: str, base: BaseN
     if not all(math.isfinite(v) for v in values) or (x_range is not None and not x_range[1] > x_range[0]) \
             or (spacing is not None and min(spacing) <= 0):
         raise FormatError(f"{source}: malformed COIN++ settings (bad value range or spacing)")
+    if str(bits) not in (base.config.get("codes") or {}).get("symbol_counts", {}):
+        raise FormatError(f"{source}: stored with {bits}-bit latents, which this base network has no statistics for")
     quantizer = quantizer_for(base, bits)
     tiles = math.prod(tile_grid(shape, patch))
+    samples, padded = math.prod(shape[:-1]), tiles * math.prod(patch)
+    check_output_samples(samples, max_samples, source, f"the {base.config['modality']} {shape}")
+    if padded > 2 * samples:  # a thin shape padded out to whole patches: the patches are the work
+        check_output_samples(padded, max_samples, source, f"the {tiles} patches covering {shape}")
     count = tiles * base.model.latent_dim
     symbols = unpack_symbols(record[4 * floats:], count, base, bits, entropy, source)
     latents = quantizer.values(symbols.reshape(tiles, base.model.latent_dim))

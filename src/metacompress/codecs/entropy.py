@@ -20,6 +20,7 @@ the end of a big-endian stream rounds that fraction, which is what lets the seal
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -37,6 +38,17 @@ _MAX_BYTES_PER_SYMBOL = 5
 _MAX_SEAL_BYTES = 16
 
 _WIRE_WORD = np.dtype(">u4")
+
+# A range decoder turns any byte string, even an empty or truncated one, into *some* symbols, so
+# a payload must also be long enough for what it decodes to: its bits may fall short of the
+# symbols' information content −Σ log2 p(s) by at most SLACK_BITS.  Before decoding, that gives a
+# bound from the symbol count alone (each symbol carries at least −log2 of the largest
+# probability): a few bytes cannot demand millions of symbols.  The shortest decodable stream
+# can undercut the information content (when the final interval happens to hold an unusually
+# short binary fraction, a chance of about 2^-SLACK_BITS); the encoder then appends zero bytes,
+# which decode identically.  A payload cut short by two or more bytes decodes to symbols it is
+# too short for, and is refused (a one-byte cut is left to the container's CRC).
+SLACK_BITS = 8
 
 
 @dataclass(frozen=True)
@@ -148,10 +160,28 @@ def encode_symbols(symbols: np.ndarray, model: SymbolModel) -> bytes:
     flat = _checked_symbols(symbols, model.levels)
     if flat.size == 0:
         return b""
+    return _padded(_shortest_encoding(flat, model), flat, model)
+
+
+def _shortest_encoding(flat: np.ndarray, model: SymbolModel) -> bytes:
     encoder = constriction.stream.queue.RangeEncoder()
     encoder.encode(flat, _categorical(model.counts))
     data = encoder.get_compressed().astype(_WIRE_WORD).tobytes().rstrip(b"\0")
     return _shortest_decodable(data, flat, model)
+
+
+def _padded(data: bytes, symbols: np.ndarray, model: SymbolModel) -> bytes:
+    return data + b"\0" * max(0, min_bytes_for(model.cross_entropy_bits(symbols)) - len(data))
+
+
+def min_bytes_for(information_bits: float) -> int:
+    """The fewest payload bytes that may carry symbols of this information content."""
+    return max(0, math.ceil((information_bits - SLACK_BITS) / 8))
+
+
+def min_payload_bytes(count: int, model: SymbolModel) -> int:
+    """The fewest bytes any payload of ``count`` symbols has: each carries at least −log2 max p."""
+    return min_bytes_for(count * -math.log2(float(model.probabilities.max())))
 
 
 def _shortest_decodable(data: bytes, symbols: np.ndarray, model: SymbolModel) -> bytes:
@@ -214,9 +244,11 @@ def decode_symbols(data: bytes, count: int, model: SymbolModel, source: str = "i
     """Decode ``count`` symbols (int64, flat) from ``encode_symbols`` output.
 
     A range decoder maps almost any byte string to some symbols, so corruption is mostly caught
-    by the container's CRC; here it is caught only where constriction rejects the data or the
-    length cannot fit ``count`` symbols.  Either way the result is a FormatError or exactly
-    ``count`` in-range symbols, never a crash.
+    by the container's CRC; here it is caught where constriction rejects the data, where the
+    length cannot fit ``count`` symbols (checked before decoding, so a few bytes cannot demand
+    millions of symbols), or where the payload is shorter than the information content of what
+    it decodes to (see SLACK_BITS).  Either way the result is a FormatError or exactly ``count``
+    in-range symbols, never a crash.
     """
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
         raise ValueError(f"symbol count must be a non-negative integer, got {count!r}")
@@ -228,6 +260,9 @@ def decode_symbols(data: bytes, count: int, model: SymbolModel, source: str = "i
         return np.zeros(0, dtype=np.int64)
     if len(data) > _MAX_BYTES_PER_SYMBOL * count + _MAX_SEAL_BYTES:
         raise corrupt
+    if len(data) < min_payload_bytes(count, model):  # before decoding: a few bytes cannot claim a huge count
+        raise FormatError(f"{source}: entropy-coded payload is {len(data)} bytes, too short for {count} symbols "
+                          f"(at least {min_payload_bytes(count, model)}): truncated or corrupt")
     try:
         symbols = _range_decode(data, int(count), model)
     except BaseException as exc:
@@ -236,4 +271,7 @@ def decode_symbols(data: bytes, count: int, model: SymbolModel, source: str = "i
         raise corrupt from exc
     if symbols.shape != (count,) or (symbols.size and (symbols.min() < 0 or symbols.max() >= model.levels)):
         raise corrupt
+    if len(data) < min_bytes_for(model.cross_entropy_bits(symbols)):
+        raise FormatError(f"{source}: entropy-coded payload is {len(data)} bytes, too short for the symbols it "
+                          "decodes to: truncated or corrupt")
     return symbols.astype(np.int64)

@@ -53,6 +53,10 @@ def load_image(path: str | os.PathLike, keep_alpha: bool = False, max_pixels: in
                 raise DataError(f"{path}: the image is empty ({width}×{height})")
             if width * height > max_pixels:
                 raise DataError(f"{path}: {width}×{height} is too large (over {max_pixels:,} pixels)")
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:  # an animation or a multi-page file: encoding one frame silently would lose the rest
+                raise DataError(f"{path}: holds {frames} frames; metacompress encodes one still image "
+                                "(save the frame you want as PNG)")
             im.load()
             arr = np.asarray(im.convert(_target_mode(im, keep_alpha)))
             if arr.ndim == 2:

@@ -3,6 +3,9 @@
 A source is a folder of files (searched recursively, in sorted path order), an ``.npz`` array
 of stacked datapoints, or for globes a netCDF file whose time steps are the datapoints.  Items
 are loaded on demand, so a worker encoding items 640–703 reads only those.
+
+Item names are stored in archives as UTF-8, one a line, each at most ``MAX_NAME_BYTES`` bytes: a
+file whose name is not valid UTF-8, holds a newline or NUL, or is longer than that is refused.
 """
 
 from __future__ import annotations
@@ -27,6 +30,27 @@ FILE_SUFFIXES = {"image": IMAGE_SUFFIXES, "audio": AUDIO_SUFFIXES, "volume": VOL
 NETCDF_SUFFIXES = (".nc", ".cdf")
 # one stacked datapoint after the item axis: (spatial axes, has a channel axis of its own)
 _NPZ_LAYOUT = {"image": (2, True), "audio": (1, False), "volume": (3, False), "sphere": (2, True)}
+MAX_NAME_BYTES = 1024  # what an archive reader accepts for one item name
+
+
+def shown_path(path: Path) -> str:
+    """``path`` printable on one line, whatever bytes its name holds (undecodable ones as \\xNN)."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def check_item_name(name: str, path: Path) -> str:
+    """``name`` (the item stored from ``path``) if an archive can hold it, else one line saying why not."""
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise DataError(f"{shown_path(path)}: file name is not valid UTF-8; rename it") from None
+    if "\n" in name or "\r" in name or "\0" in name:
+        raise DataError(f"{shown_path(path)}: file name holds a line break or NUL character; rename it")
+    if size > MAX_NAME_BYTES:
+        raise DataError(f"{shown_path(path)}: its name in the archive would be {size} bytes long (at most "
+                        f"{MAX_NAME_BYTES}); rename it or move it up the folder tree")
+    return name
 
 
 class ItemSource:
@@ -78,7 +102,7 @@ class FileSource(ItemSource):
 
     def __init__(self, folder: Path, files: list[Path], config: dict):
         self.path, self.files, self.config = folder, files, config
-        self.names = [p.relative_to(folder).as_posix() for p in files]
+        self.names = [check_item_name(p.relative_to(folder).as_posix(), p) for p in files]
         self.fingerprint = _fingerprint(files, self.names)
 
     def load(self, i: int) -> Datapoint:
@@ -90,7 +114,10 @@ class GlobeSource(ItemSource):
 
     def __init__(self, root: Path, files: list[Path], config: dict):
         self.path, self.files, self.config = root, files, config
-        self.names = [f"{label}#{t}" for label, steps in zip(self._labels(), self._steps_per_file()) for t in range(steps)]
+        for label, path in zip(self._labels(), files):  # before reading any globe
+            check_item_name(f"{label}#0", path)
+        self.names = [check_item_name(f"{label}#{t}", path) for label, path, steps
+                      in zip(self._labels(), files, self._steps_per_file()) for t in range(steps)]
         self.fingerprint = _fingerprint(files, self.names)
 
     def _labels(self) -> list[str]:

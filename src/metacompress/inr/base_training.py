@@ -8,6 +8,9 @@ finished base network carries everything the codec needs in its JSON description
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,17 +18,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metacompress.codecs.coinpp import DEFAULT_STEPS, fit_tile_latents, quantizer_for, render_tiles
+from metacompress.codecs.coinpp import DEFAULT_STEPS, POINTS_PER_CHUNK, fit_tile_latents, quantizer_for, render_tiles
 from metacompress.codecs.entropy import SymbolModel
 from metacompress.codecs.latent_quantizer import LatentQuantizer
 from metacompress.distributed import DistContext
 from metacompress.errors import UserError
 from metacompress.inr.base_network import BaseNetwork, build_model
-from metacompress.inr.metalearning import BatchSampler, MetaConfig, meta_train, psnr_from_mse
+from metacompress.inr.metalearning import (MEMORY_FIT_FRACTION, MEMORY_LIMIT_ENV, BatchSampler, MetaConfig,
+                                            available_memory, estimate_peak_memory, largest_fitting_batch,
+                                            meta_train, psnr_from_mse, require_count, require_positive)
 from metacompress.modalities.datapoint import coordinates
 from metacompress.modalities.patches import random_patches
 
 CODE_BITS = tuple(range(3, 9))  # thesis Figure 5.10: 3–8 bits
+GB = 1e9
+
+logger = logging.getLogger(__name__)
+
+
+def check_architecture(width, depth, latent_dim, w0) -> None:
+    """One-line UserError for a network size meta-training cannot build."""
+    require_count(width, "width", "--width")
+    require_count(depth, "depth", "--depth")
+    require_count(latent_dim, "latent dimension", "--latent-dim")
+    require_positive(w0, "ω₀", "--w0")
 
 
 @dataclass
@@ -44,6 +60,23 @@ class BaseSettings:
     extra: dict = field(default_factory=dict)  # sample_rate (audio); grid, variables, units (sphere)
     code_patches: int = 2048  # training patches the latent statistics are measured on
     code_steps: int = DEFAULT_STEPS
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        check_architecture(self.width, self.depth, self.latent_dim, self.w0)
+        if not self.patch:
+            raise UserError("a patch needs at least one size (--patch)")
+        for size in self.patch:
+            require_count(size, "patch size", "--patch")
+        require_count(self.code_patches, "code patches", "code_patches")
+        require_count(self.code_steps, "code steps", "code_steps")
+
+    @property
+    def points(self) -> int:
+        """Coordinates per patch (a globe: its whole grid)."""
+        return math.prod(self.patch)
 
     def config(self) -> dict:
         sphere = self.modality == "sphere"
@@ -95,7 +128,8 @@ def mean_psnr(base: BaseNetwork, tiles: torch.Tensor, steps: int, bits: int | No
     if bits is not None:
         quantizer = quantizer_for(base, bits)
         latents = quantizer.values(quantizer.symbols(latents))
-    mse = ((render_tiles(base, latents) - tiles) ** 2).flatten(1).mean(dim=1)
+    with torch.no_grad():  # a graph kept across the rendered chunks would hold GBs at width 512
+        mse = ((render_tiles(base, latents) - tiles) ** 2).flatten(1).mean(dim=1)
     return float(torch.tensor([psnr_from_mse(m) for m in mse.tolist()]).mean())
 
 
@@ -113,8 +147,15 @@ def latent_codes(base: BaseNetwork, tiles: torch.Tensor, steps: int, bits: tuple
 
 def train_base(settings: BaseSettings, train_points: list[torch.Tensor], val_points: list[torch.Tensor],
                meta: MetaConfig, out_dir: Path | None = None, resume: bool = False,
-               progress: Callable[[int, float], None] | None = None, ctx: DistContext | None = None) -> BaseNetwork:
-    """Meta-learn a base network on ``train_points`` and measure its codes; validation PSNR on ``val_points``."""
+               progress: Callable[[int, float], None] | None = None, ctx: DistContext | None = None, *,
+               memory_available: int | None = None) -> BaseNetwork:
+    """Meta-learn a base network on ``train_points`` and measure its codes; validation PSNR on ``val_points``.
+
+    Refuses to start (``UserError``, before anything is written) on invalid settings, or when the
+    estimated peak memory exceeds ``MEMORY_FIT_FRACTION`` of ``memory_available`` (default:
+    ``available_memory()``, which ``$METACOMPRESS_MEMORY_LIMIT`` overrides).
+    """
+    check_training_memory(settings, meta, ctx, memory_available)
     config = settings.config()
     torch.manual_seed(meta.seed)
     model = build_model(config)
@@ -139,6 +180,75 @@ def train_base(settings: BaseSettings, train_points: list[torch.Tensor], val_poi
     return base
 
 
+def training_memory(settings: BaseSettings, meta: MetaConfig, batch_per_process: int | None = None,
+                    checkpoint_steps: bool | None = None) -> tuple[int, int]:
+    """Estimated peak bytes ``train_base`` adds in one process: (meta-training on its share of the
+    batch, encoding the code patches — a first-order inner loop on POINTS_PER_CHUNK-point chunks)."""
+    common = {"width": settings.width, "depth": settings.depth, "latent_dim": settings.latent_dim,
+              "in_dim": settings.config()["in_dim"], "out_dim": settings.out_dim}
+    training = estimate_peak_memory(
+        points=settings.points, batch_size=meta.batch_size if batch_per_process is None else batch_per_process,
+        inner_steps=meta.inner_steps, first_order=meta.first_order,
+        checkpoint_steps=meta.checkpoint_steps if checkpoint_steps is None else checkpoint_steps, **common)
+    chunk = max(1, POINTS_PER_CHUNK // settings.points)
+    encoding = estimate_peak_memory(points=settings.points, batch_size=chunk, inner_steps=1, first_order=True, **common)
+    return training, encoding
+
+
+def check_training_memory(settings: BaseSettings, meta: MetaConfig, ctx: DistContext | None = None,
+                          available: int | None = None) -> int:
+    """Validate the settings, then refuse (one-line UserError with a setting that fits) a run whose
+    estimated peak memory exceeds ``MEMORY_FIT_FRACTION`` of ``available`` (default:
+    ``available_memory()``); returns the estimate in bytes for this machine's processes."""
+    settings.validate()
+    meta.validate()
+    world = ctx.world_size if ctx is not None else 1
+    if meta.batch_size % world:
+        raise UserError(f"batch size (--batch-size) {meta.batch_size} does not split evenly over {world} processes")
+    # processes of this run on this machine share its memory (torchrun sets LOCAL_WORLD_SIZE)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if world > 1 else 1
+    per_process = meta.batch_size // world
+
+    def needs(batch: int = per_process, checkpointed: bool | None = None) -> int:
+        return local * max(training_memory(settings, meta, batch, checkpointed))
+
+    needed = needs()
+    if ctx is not None and ctx.device.type != "cpu":
+        return needed
+    if available is None:
+        available = available_memory()
+    processes = f" for {local} processes" if local > 1 else ""
+    if available is None:
+        logger.info("meta-training needs about %.1f GB of memory%s (available memory unknown)", needed / GB, processes)
+        return needed
+    budget = MEMORY_FIT_FRACTION * available
+    if needed <= budget:
+        logger.info("meta-training needs about %.1f GB of memory%s; %.1f GB available", needed / GB, processes,
+                    available / GB)
+        return needed
+    options = []
+    if local * training_memory(settings, meta, 1)[1] > budget:
+        options.append(f"a smaller --width (encoding the code patches alone needs about "
+                       f"{local * training_memory(settings, meta, 1)[1] / GB:.1f} GB)")
+    else:
+        batch = largest_fitting_batch(lambda b: needs(b) <= budget, per_process)
+        if batch:
+            options.append(f"--batch-size {batch * world}")
+        if not (meta.first_order or meta.checkpoint_steps):
+            if needs(per_process, True) <= budget:
+                options.append(f"--checkpoint-steps (about {needs(per_process, True) / GB:.1f} GB)")
+            elif batch := largest_fitting_batch(lambda b: needs(b, True) <= budget, per_process):
+                options.append(f"--checkpoint-steps with --batch-size {batch * world}")
+        if not options:
+            options.append("a smaller --width or --depth (not even one patch per process fits)")
+    raise UserError(
+        f"meta-training needs about {needed / GB:.1f} GB of memory{processes} (--width {settings.width} "
+        f"--depth {settings.depth} --batch-size {meta.batch_size}, {meta.inner_steps} inner steps, "
+        f"{'first' if meta.first_order else 'second'}-order{', checkpointed' if meta.checkpoint_steps else ''}) "
+        f"but {available / GB:.1f} GB is available, of which it may use {MEMORY_FIT_FRACTION:.0%}: "
+        f"use {', or '.join(options)}; {MEMORY_LIMIT_ENV}=BYTES overrides the available amount")
+
+
 DEFAULT_PATCHES = {"image": (32, 32), "audio": (800,), "volume": (16, 16, 16)}  # thesis C.3: 200–1600 audio
 AUDIO_RATE, AUDIO_COORD_SCALE = 16_000, 5.0  # thesis C.3.3
 
@@ -157,6 +267,7 @@ def prepare_training(modality: str, data: str | Path | list[np.ndarray], patch: 
     """
     from metacompress.data.datapoints import globe_description, training_datapoints, training_features
 
+    check_architecture(width, depth, latent_dim, w0)
     if not 0 <= val_fraction < 1:
         raise UserError(f"validation fraction must be in [0, 1), got {val_fraction}")
     in_memory = isinstance(data, list)

@@ -8,6 +8,8 @@ first-order meta-gradients hurt (C.7) — with Eq. 5.10.
 from __future__ import annotations
 
 import math
+import operator
+import os
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 from metacompress.checkpoint import load_checkpoint, save_checkpoint
 from metacompress.distributed import DistContext, all_reduce_sum, barrier
 from metacompress.errors import UserError
-from metacompress.inr.siren import ModulatedSiren
+from metacompress.inr.siren import ModulatedSiren, siren_parameter_count
 from metacompress.training import optimizer_tensors, restore_optimizer
 
 
@@ -38,7 +40,8 @@ def fit_latents(model: ModulatedSiren, coords: torch.Tensor, features: torch.Ten
     meta-gradient; without it the latents come back detached (encoding, first-order training).
     ``checkpoint_steps`` recomputes each inner step during the backward pass instead of keeping
     its activations: the same meta-gradient for a fraction of the memory, at ~one extra step
-    (measured: 405 → 129 MiB peak for a 6×128 network, 8 patches of 32×32, 3 steps).
+    (measured resident peak: 1001 → 555 MB for a 6×128 network, 8 patches of 32×32, 3 steps; see
+    ``estimate_peak_memory``).
     """
     latents = torch.zeros(features.shape[0], model.latent_dim, dtype=features.dtype, device=features.device,
                           requires_grad=True)
@@ -83,6 +86,42 @@ class MetaConfig:
     spike_factor: float = 10.0  # skip a step whose loss exceeds this × the median of the last 50 (C.8)
     checkpoint_every: int = 200
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """One-line ``UserError`` for a setting meta-training cannot run with (CLI flag named)."""
+        for name, flag in (("iterations", "--iters"), ("batch_size", "--batch-size"),
+                           ("inner_steps", "--inner-steps"), ("checkpoint_every", "checkpoint_every")):
+            require_count(getattr(self, name), name.replace("_", " "), flag)
+        for name, flag in (("inner_lr", "--inner-lr"), ("outer_lr", "--outer-lr")):
+            require_positive(getattr(self, name), name.replace("_", " ").replace("lr", "learning rate"), flag)
+        require_positive(self.spike_factor, "spike factor", "spike_factor", allow_inf=True)
+
+
+def require_count(value, what: str, flag: str, minimum: int = 1) -> int:
+    """``value`` as an int ≥ ``minimum``, else a one-line UserError naming ``flag``."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        raise UserError(f"{what} ({flag}) must be a whole number ≥ {minimum}, got {value!r}") from None
+    if number < minimum:
+        raise UserError(f"{what} ({flag}) must be at least {minimum}, got {number}")
+    return number
+
+
+def require_positive(value, what: str, flag: str, allow_inf: bool = False) -> float:
+    """``value`` as a float > 0 (finite unless ``allow_inf``), else a one-line UserError naming ``flag``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (number > 0 and (allow_inf or math.isfinite(number))):
+        raise UserError(f"{what} ({flag}) must be a {'' if allow_inf else 'finite '}number > 0, got {value!r}")
+    return number
 
 
 # sample(batch_size, generator) → (coords, features): coords (points, in_dim) shared or per sample
@@ -177,3 +216,141 @@ def load_meta_checkpoint(out_dir: Path | None, model: ModulatedSiren, optimizer,
     restore_optimizer(optimizer, tensors, info["optimizer"])
     history = list(info["history"])
     return len(history), history
+
+
+# --- memory -------------------------------------------------------------------------------------
+#
+# Every activation of the meta-training graph is a (batch, points, width) float32 tensor, one or
+# more per sine layer, so the peak is a multiple of T = batch × points × width × 4 bytes per layer:
+#
+#   second order:  D·(B₀ + A·S) + E   (the graph of every inner step is kept for the meta-gradient:
+#                                      the forward's sine inputs and outputs, and the backward's
+#                                      cos, incoming gradient and pre-activation gradient; B₀ is the
+#                                      final forward plus the outer backward's working space)
+#   checkpointed:  D·C_K + E          (only the latents are kept per step; one step is rebuilt at a
+#                                      time during the backward pass, whatever S)
+#   first order:   D·C_F + E          (each step's graph is dropped before the next)
+#
+# plus a fixed FIXED_BYTES and 16 bytes per parameter (its gradient, Adam's two moments and the
+# copy kept to undo a non-finite step).  glibc hands out blocks under 32 MiB (its largest dynamic
+# mmap threshold) from heaps that freed temporaries fragment: below that size of T the resident
+# peak is FRAGMENTATION × the live tensors — so the peak *drops* where T reaches 32 MiB (measured:
+# 1029 MB at 256 wide × 2 deep, batch 30, vs 720 MB at batch 40) and the estimate is monotone in
+# batch, width, depth and steps only on either side of that size.  Constants fitted on resident
+# peaks (VmHWM minus VmRSS before training, 2 outer steps: `measure_peak_memory`) of 11
+# configurations (widths 128/256, depths 2–6, batches 8–80, 1–3 steps, each mode); on 35 other
+# measurements — widths 64–512, depths 2–6, batches 2–40, 1–5 steps, 256–4096 points, each mode —
+# the estimate was within ±3 % where T ≥ 32 MiB and −9 … +39 % below (34 of 35 within ±35 %; one
+# configuration measured 721, 906 and 839 MB in three runs: fragmentation is not deterministic).
+FIXED_BYTES = 84e6
+PER_STEP_LAYER = 4.52  # A: second-order activations kept per inner step and sine layer, in T
+FINAL_LAYER = 2.25  # B₀
+CHECKPOINT_LAYER = 5.27  # C_K
+FIRST_ORDER_LAYER = 2.22  # C_F
+EXTRA_LAYERS = 1.65  # E: tensors outside the sine layers (shared first-layer product, loss, …)
+BYTES_PER_PARAMETER = 16
+MMAP_THRESHOLD_MAX = 32 << 20
+FRAGMENTATION = {"second_order": 2.26, "checkpointed": 3.36, "first_order": 2.88}
+MEMORY_FIT_FRACTION = 0.85  # refuse to start when the estimate exceeds this share of what is available
+MEMORY_LIMIT_ENV = "METACOMPRESS_MEMORY_LIMIT"  # bytes: overrides the available memory read from the system
+
+
+def estimate_peak_memory(width: int, depth: int, latent_dim: int, points: int, batch_size: int, inner_steps: int,
+                         first_order: bool = False, checkpoint_steps: bool = False, in_dim: int = 2,
+                         out_dim: int = 3) -> int:
+    """Resident memory (bytes) one process's meta-training adds at its peak, beyond what it held
+    before: ``batch_size`` is that process's share of the batch, ``points`` the coordinates per
+    patch (1024 for 32×32 images).  float32, CPU, Linux/glibc; see the formula above."""
+    layer_bytes = batch_size * points * width * 4
+    if first_order:
+        mode, layers = "first_order", depth * FIRST_ORDER_LAYER
+    elif checkpoint_steps:
+        mode, layers = "checkpointed", depth * CHECKPOINT_LAYER
+    else:
+        mode, layers = "second_order", depth * (FINAL_LAYER + PER_STEP_LAYER * inner_steps)
+    fragmentation = FRAGMENTATION[mode] if layer_bytes < MMAP_THRESHOLD_MAX else 1.0
+    parameters = siren_parameter_count(in_dim, width, depth, out_dim) + (latent_dim + 1) * width * depth
+    return int(FIXED_BYTES + BYTES_PER_PARAMETER * parameters + fragmentation * (layers + EXTRA_LAYERS) * layer_bytes)
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still use: ``$METACOMPRESS_MEMORY_LIMIT`` if set, else the smaller of
+    MemAvailable (/proc/meminfo; os.sysconf's free pages elsewhere) and the room left under a
+    cgroup memory limit; None when none of these can be read."""
+    override = os.environ.get(MEMORY_LIMIT_ENV)
+    if override is not None:
+        try:
+            value = float(override)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise UserError(f"{MEMORY_LIMIT_ENV} must be a number of bytes > 0, got {override!r}")
+        return int(value)
+    found = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    if not found:
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (AttributeError, ValueError, OSError):
+            pass
+    room = cgroup_room()
+    if room is not None:
+        found.append(room)
+    return min(found) if found else None
+
+
+def cgroup_room() -> int | None:
+    """limit − usage (less reclaimable page cache) of this process's cgroup, v2 or v1; None if unlimited."""
+    root = Path("/sys/fs/cgroup")
+    for limit_file, usage_file, inactive_key in (("memory.max", "memory.current", "inactive_file"),
+                                                 ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes",
+                                                  "total_inactive_file")):
+        try:
+            limit = (root / limit_file).read_text().strip()
+            if limit == "max" or int(limit) >= 1 << 60:
+                return None
+            usage = int((root / usage_file).read_text())
+            stat = (root / limit_file).with_name("memory.stat").read_text().split()
+            inactive = int(dict(zip(stat[::2], stat[1::2])).get(inactive_key, 0))
+            return max(0, int(limit) - usage + inactive)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def largest_fitting_batch(fits: Callable[[int], bool], upper: int) -> int:
+    """The largest batch in [1, upper] for which ``fits`` holds; 0 if none.  A scan, not a bisection:
+    the estimate drops where a layer's activations reach 32 MiB (see above)."""
+    return next((batch for batch in range(upper, 0, -1) if fits(batch)), 0)
+
+
+def measure_peak_memory(width: int, depth: int, latent_dim: int, points: int, batch_size: int, inner_steps: int,
+                        first_order: bool = False, checkpoint_steps: bool = False, iterations: int = 2,
+                        in_dim: int = 2, out_dim: int = 3) -> int:
+    """Measured counterpart of ``estimate_peak_memory`` (Linux): the peak resident memory of
+    ``iterations`` outer steps on random data beyond the resident memory before them.  Run it in
+    a fresh process — a heap that earlier work left behind absorbs part of the peak."""
+    def status(key: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"no {key} in /proc/self/status")
+
+    torch.manual_seed(0)
+    model = ModulatedSiren(in_dim, width, depth, out_dim, latent_dim, w0=50.0)
+    coords = torch.rand(points, in_dim) * 2 - 1
+    features = torch.rand(batch_size, points, out_dim)
+    config = MetaConfig(iterations=iterations, batch_size=batch_size, inner_steps=inner_steps, outer_lr=1e-6,
+                        first_order=first_order, checkpoint_steps=checkpoint_steps)
+    before = status("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
+    except OSError:
+        pass
+    meta_train(model, lambda count, generator: (coords, features[:count]), config)
+    return status("VmHWM") - before

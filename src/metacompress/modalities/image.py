@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -45,8 +47,12 @@ def features_to_image(features: torch.Tensor, height: int, width: int) -> np.nda
     return values.reshape(height, width, -1).numpy()
 
 
+MAX_SCALED_SIDE = 1 << 20  # pixels per side of a rescaled decode; the sample cap bounds the area
+
+
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     """The output size when decoding at ``scale`` × the stored resolution."""
-    if not scale > 0:
-        raise UserError(f"scale must be positive, got {scale}")
+    if not (math.isfinite(scale) and scale > 0) or max(height, width) * scale > MAX_SCALED_SIDE:
+        raise UserError(f"--scale must be a positive number giving sides of at most {MAX_SCALED_SIDE:,} pixels, "
+                        f"got {scale} for a {width}×{height} image")
     return max(1, round(height * scale)), max(1, round(width * scale))
