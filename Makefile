@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean fuzz
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Continuous fuzzing of the .mcz/.mcza decoders (issue 15); FUZZ_SEED=N for another run.  Crashing or
+# hanging inputs land in tests/fuzz_corpus/, which `make test` replays.
+fuzz: $(STAMP)
+	$(BIN)/python tests/fuzz_harness.py --inputs 100000 --seed $${FUZZ_SEED:-1} --save-crashes --json $(VENV)/fuzz-report.json
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache demo-output runs
