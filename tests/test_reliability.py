@@ -2,6 +2,7 @@
 input and finished outputs are never lost; every failure is one line and exit status 2."""
 
 import io
+import json
 import math
 import os
 import subprocess
@@ -17,13 +18,14 @@ from metacompress.cli import main
 from metacompress.codecs import archive as archive_format
 from metacompress.codecs.archive import Archive, ArchiveHeader, ArchiveItem, archive_bytes, item_crc
 from metacompress.codecs.base import Container, encode_shape, encode_uvarint, pack
-from metacompress.codecs.coin import CoinConfig, coin_config_bytes, decode_image, encode_image
+from metacompress.codecs.coin import CoinConfig, coin_config_bytes, coin_file, decode_image, encode_image
 from metacompress.codecs.coinpp import Datapoint, decode, encode, encode_many, file_bytes, symbol_model
 from metacompress.codecs.entropy import decode_symbols, encode_symbols, min_payload_bytes
 from metacompress.data import sample_path
 from metacompress.data.datapoints import read_datapoint
 from metacompress.data.images import save_image
 from metacompress.errors import FormatError, UserError
+from metacompress.inr.siren import Siren
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +84,30 @@ def test_extract_refuses_an_archive_whose_header_fails_its_crc(archive_file, bas
         one_line_error(*run_cli(command, capsys), "header is corrupt")
     code, err = run_cli(["archive", "verify", damaged], capsys)  # verify still reports what it can
     one_line_error(code, err, "header/index CRC mismatch")
+
+
+def test_a_damaged_mixed_shape_item_never_lists_a_wrong_shape(tmp_path, capsys):
+    header = ArchiveHeader("image", "uint8", 5, True, "ab" * 32, None)  # mixed shapes: each item stores its own
+    items = [ArchiveItem((8, 8, 3), b"x" * 20, "a"), ArchiveItem((16, 8, 3), b"y" * 20, "b")]
+    data = bytearray(archive_bytes(header, items))
+    at = Archive(io.BytesIO(bytes(data))).offsets[1] + 1  # item 1's first dimension
+    assert data[at] == 16
+    data[at] = 36
+    damaged = tmp_path / "mixed.mcza"
+    damaged.write_bytes(bytes(data))
+    with Archive(damaged) as archive:
+        assert archive.item_shape(0) == (8, 8, 3)
+        with pytest.raises(FormatError, match="item 1 is damaged"):
+            archive.item_shape(1)
+        with pytest.raises(FormatError, match="item 1 is damaged"):
+            archive.samples()
+    capsys.readouterr()
+    assert main(["archive", "list", str(damaged), "--json"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert "? (damaged)" in out and "36×8" not in out
+    assert [item["shape"] for item in summary["item_list"]] == [[8, 8, 3], None]
+    assert summary["damaged_items"] == [1] and summary["bits_per_sample"] is None
 
 
 # 2. empty, short and truncated records -----------------------------------------------------------
@@ -215,6 +241,35 @@ def test_the_coin_encoder_refuses_what_the_decoder_would_refuse():
         encode_image(image, CoinConfig(depth=1, width=1, iterations=1))
 
 
+def coin_work_bomb() -> bytes:
+    """A valid 2-bit COIN file of a 1,801-parameter SIREN declaring a 2700×2700 image: it passes
+    the output cap and the plausibility check, but rendering it costs ~25,000× its size in
+    multiply-accumulates (the 9.6 kB version at 8192² rendered for 270 s)."""
+    return coin_file(Siren(2, 40, 2, 1, w0=30.0), (2700, 2700, 1), 2)
+
+
+def test_a_coin_file_cannot_demand_more_work_than_its_size_allows():
+    data = coin_work_bomb()
+    started = time.perf_counter()
+    with pytest.raises(FormatError, match="multiply-accumulates.*--max-work"):
+        decode_image(data)
+    assert time.perf_counter() - started < 0.5
+    # an explicit budget lifts the guard, and a small region stays cheap
+    assert decode_image(data, max_macs=0, region=(0, 0, 8, 8)).shape == (8, 8, 1)
+    with pytest.raises(FormatError, match="budget of 1e\\+06"):
+        decode_image(data, max_macs=10**6, region=(0, 0, 32, 32))
+
+
+def test_max_work_on_the_command_line(tmp_path, capsys):
+    bomb = tmp_path / "bomb.mcz"
+    bomb.write_bytes(coin_work_bomb())
+    one_line_error(*run_cli(["decode", bomb, "-o", tmp_path / "y.png"], capsys), "--max-work")
+    one_line_error(*run_cli(["decode", bomb, "-o", tmp_path / "y.png", "--max-work", "nan"], capsys), "--max-work")
+    assert not (tmp_path / "y.png").exists()
+    code, _ = run_cli(["decode", bomb, "-o", tmp_path / "y.png", "--max-work", "0", "--region", "0,0,4,4"], capsys)
+    assert code == 0 and (tmp_path / "y.png").exists()
+
+
 @pytest.mark.parametrize("scale", ["inf", "nan", "1e6", "-1"])
 def test_absurd_scales_are_refused_up_front(tmp_path, capsys, scale):
     image = np.zeros((16, 16, 3), dtype=np.uint8)
@@ -337,8 +392,8 @@ def small_mount(tmp_path):
     subprocess.run(["umount", "-l", str(point)], capture_output=True)
 
 
-def test_disk_full_and_read_only_are_one_line_and_leave_nothing(small_mount, base, base_stem, crops, tmp_path,
-                                                                capsys):
+def test_disk_full_and_read_only_are_one_line_and_leave_nothing(small_mount, base, base_stem, crops, archive_file,
+                                                                tmp_path, capsys):
     big = tmp_path / "big.png"
     save_image(big, np.random.default_rng(0).integers(0, 256, (160, 160, 3), dtype=np.uint8))  # ~77 kB as PNG
     mcz = tmp_path / "big.mcz"
@@ -352,11 +407,46 @@ def test_disk_full_and_read_only_are_one_line_and_leave_nothing(small_mount, bas
     finally:
         os.close(filler)
     one_line_error(*run_cli(["decode", mcz, "-o", small_mount / "out.png", "--base", base_stem], capsys),
-                   "No space left on device")
-    assert sorted(p.name for p in small_mount.iterdir()) == ["filler"]  # no partial file, no temporary
+                   f"{small_mount / 'out.png'}: No space left on device")
+    one_line_error(*run_cli(["archive", "extract", archive_file, "-o", small_mount / "out", "--base", base_stem,
+                             "--no-progress"], capsys), "No space left on device", str(small_mount / "out"))
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    for i, crop in enumerate(crops):
+        save_image(folder / f"{i}.png", crop)
+    one_line_error(*run_cli(["archive", "create", folder, "-o", small_mount / "a.mcza", "--base", base_stem,
+                             "--steps", "1", "--no-progress"], capsys), "No space left on device")
+    assert sorted(p.name for p in small_mount.iterdir()) == ["filler"]  # no partial file, folder or temporary
     subprocess.run(["mount", "-o", "remount,ro", str(small_mount)], check=True)
-    one_line_error(*run_cli(["encode", big, "-o", small_mount / "x.mcz", "--base", base_stem, "--steps", "1"],
-                            capsys), "Read-only file system")
+    for command, output in ((["encode", big, "--base", base_stem, "--steps", "1"], "x.mcz"),
+                            (["archive", "create", folder, "--base", base_stem, "--steps", "1"], "a.mcza")):
+        code, err = run_cli(command + ["-o", small_mount / output], capsys)
+        one_line_error(code, err, f"{small_mount / output}: Read-only file system")
+        assert ".tmp" not in err and ".lock" not in err
+
+
+def test_an_extract_stopped_by_a_storage_error_removes_what_it_wrote(archive_file, base_stem, tmp_path, capsys,
+                                                                     monkeypatch):
+    from metacompress.data import datapoints
+
+    real, written = datapoints.write_datapoint, []
+
+    def fails_on_the_third(path, point, config):
+        if len(written) == 2:
+            raise OSError(28, "No space left on device", str(path))
+        real(path, point, config)
+        written.append(path)
+    monkeypatch.setattr(datapoints, "write_datapoint", fails_on_the_third)
+    out = tmp_path / "out"
+    (out / "kept").mkdir(parents=True)  # a folder that was there before stays
+    one_line_error(*run_cli(["archive", "extract", archive_file, "-o", out, "--base", base_stem, "--no-progress"],
+                            capsys), "No space left on device")
+    assert len(written) == 2 and sorted(p.name for p in out.iterdir()) == ["kept"]
+    out2 = tmp_path / "new" / "out"
+    written.clear()
+    one_line_error(*run_cli(["archive", "extract", archive_file, "-o", out2, "--base", base_stem, "--no-progress"],
+                            capsys), "No space left on device")
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("args, fragment", [

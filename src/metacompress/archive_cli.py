@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path, PurePosixPath
 
 from metacompress.errors import FormatError, UserError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SUFFIX = {"image": ".png", "audio": ".wav", "volume": ".nii.gz", "sphere": ".npy"}
 
@@ -122,7 +125,7 @@ def archive_extract(args) -> dict:
     from metacompress.cli import load_base_argument, print_table
     from metacompress.codecs.archive import Archive, parse_item_range
     from metacompress.data.datapoints import write_datapoint
-    from metacompress.output_paths import check_output_file, check_output_tree
+    from metacompress.output_paths import check_output_file, check_output_tree, undone_on_error
 
     output = Path(args.output)
     to_npz = output.suffix.lower() == ".npz"
@@ -141,16 +144,18 @@ def archive_extract(args) -> dict:
             targets = dict(zip(chosen, check_output_tree(
                 output, [item_file_name(archive.names[i], i, archive.count, modality) for i in chosen], args.force)))
         damaged, points = {}, {}
-        for i in tqdm(chosen, desc="decoding", unit="item", disable=True if args.no_progress else None, leave=False):
-            try:
-                point = archive.datapoint(i, base, args.max_samples)
-            except FormatError as e:
-                damaged[i] = str(e).removeprefix(f"{archive.source}: ")
-                continue
-            if to_npz:
-                points[i] = point
-            else:
-                write_datapoint(targets[i], point, base.config)
+        with undone_on_error(output.parent if to_npz else output, [] if to_npz else list(targets.values())):
+            for i in tqdm(chosen, desc="decoding", unit="item", disable=True if args.no_progress else None,
+                          leave=False):
+                try:
+                    point = archive.datapoint(i, base, args.max_samples)
+                except FormatError as e:
+                    damaged[i] = str(e).removeprefix(f"{archive.source}: ")
+                    continue
+                if to_npz:
+                    points[i] = point
+                else:
+                    write_datapoint(targets[i], point, base.config)
         if to_npz and points:
             shapes = {p.values.shape for p in points.values()}
             if len(shapes) != 1:
@@ -195,9 +200,10 @@ def archive_list(args) -> dict:
 
     with Archive(args.archive) as archive:
         header = archive.header
-        items = [{"index": i, "name": archive.names[i], "shape": list(archive.item_shape(i)),
+        items = [{"index": i, "name": archive.names[i], "shape": listed_shape(archive, i),
                   "bytes": archive.lengths[i]} for i in range(archive.count)]
-        samples = archive.samples()
+        damaged = [item["index"] for item in items if item["shape"] is None]
+        samples = None if damaged else archive.samples()
         summary = {"command": "archive list", "archive": str(args.archive), "modality": header.modality,
                    "dtype": header.dtype, "base": header.base_hash, "bits": header.bits,
                    "entropy_coding": header.entropy, "common_shape": list(header.shape) if header.shape else None,
@@ -207,8 +213,20 @@ def archive_list(args) -> dict:
         print(f"{key:>16}: {value}")
     print(f"{'item':>8}  {'bytes':>8}  {'shape':<18} name")
     for item in items:
-        print(f"{item['index']:>8}  {item['bytes']:>8}  {'×'.join(map(str, item['shape'])):<18} {item['name']}")
-    return summary | {"item_list": items}
+        shape = "×".join(map(str, item["shape"])) if item["shape"] else "? (damaged)"
+        print(f"{item['index']:>8}  {item['bytes']:>8}  {shape:<18} {item['name']}")
+    if damaged:
+        log.warning("%s: %d damaged item(s) (%s); run `metacompress archive verify` for details", args.archive,
+                    len(damaged), ", ".join(map(str, damaged[:10])) + (", …" if len(damaged) > 10 else ""))
+    return summary | {"item_list": items, "damaged_items": damaged}
+
+
+def listed_shape(archive, i: int) -> list[int] | None:
+    """Item ``i``'s shape for a listing, or None when its record is damaged."""
+    try:
+        return list(archive.item_shape(i))
+    except FormatError:
+        return None
 
 
 def archive_verify(args) -> dict:

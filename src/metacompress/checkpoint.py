@@ -138,16 +138,27 @@ def _sync_folder(folder: Path) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    """Write to a temporary file in the same folder, then rename: readers never see half a file.
+
+    An ``OSError`` names ``path`` (not the hidden temporary, and not nothing as a failed
+    ``write`` would), so the caller can tell the user which output failed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _sweep_stale_temps(path.parent)
-    tmp = _write_temp(path, data)
     try:
-        os.replace(tmp, path)
-    except BaseException:
-        _discard(tmp)
-        raise
+        tmp = _write_temp(path, data)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            _discard(tmp)
+            raise
+    except OSError as error:
+        raise naming(error, path) from None
+
+
+def naming(error: OSError, path: str | os.PathLike) -> OSError:
+    """``error`` as the same kind of OSError about ``path``."""
+    return OSError(error.errno, error.strerror or str(error), str(path))
 
 
 def _complete_write_id(weights: Path, meta: Path) -> str | None:

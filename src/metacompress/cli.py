@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int,
                    help="refuse outputs of more pixels/samples than this (default 2^26, a decompression-bomb guard; "
                         "0: no cap)")
+    p.add_argument("--max-work", type=float,
+                   help="COIN files: refuse decodes of more multiply-accumulates than this (default 2^24 per byte "
+                        "of the file, a decompression-bomb guard; 0: no cap)")
     p.add_argument("--force", action="store_true", help="overwrite the output if it exists")
     add_json(p)
 
@@ -469,6 +472,8 @@ def command_decode(args) -> dict:
         raise UserError(f"{path}: file not found")
     if args.max_samples is not None and args.max_samples < 0:
         raise UserError(f"--max-samples must be ≥ 0 (0: no cap), got {args.max_samples}")
+    if args.max_work is not None and not (math.isfinite(args.max_work) and args.max_work >= 0):
+        raise UserError(f"--max-work must be a finite number ≥ 0 (0: no cap), got {args.max_work}")
     check_output_file(args.output, [path], args.force)
     data = path.read_bytes()
     codec, _ = peek(data, str(path))
@@ -478,15 +483,16 @@ def command_decode(args) -> dict:
         from metacompress.data.images import save_image
 
         region = parse_region(args.region) if args.region else None
-        values = decode_image(data, scale=args.scale, region=region, source=str(path), max_samples=args.max_samples)
+        values = decode_image(data, scale=args.scale, region=region, source=str(path), max_samples=args.max_samples,
+                              max_macs=None if args.max_work is None else int(args.max_work))
         seconds = time.perf_counter() - started
         save_image(args.output, values)
     else:
         from metacompress.codecs.coinpp import decode
         from metacompress.data.datapoints import write_datapoint
 
-        if args.scale != 1.0 or args.region:
-            raise UserError("--scale and --region apply to COIN images; this is a COIN++ file")
+        if args.scale != 1.0 or args.region or args.max_work is not None:
+            raise UserError("--scale, --region and --max-work apply to COIN images; this is a COIN++ file")
         base, _ = load_base_argument(args.base)
         point = decode(data, base, str(path), args.max_samples)
         seconds = time.perf_counter() - started

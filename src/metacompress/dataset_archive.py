@@ -42,7 +42,7 @@ except ImportError:  # Windows: no advisory locks, runs are not guarded
 import numpy as np
 import torch
 
-from metacompress.checkpoint import atomic_write_bytes
+from metacompress.checkpoint import atomic_write_bytes, naming
 from metacompress.codecs.archive import Archive, ArchiveHeader, ArchiveItem, append_to_archive, common_shape, write_archive
 from metacompress.codecs.coinpp import DEFAULT_BITS, DEFAULT_STEPS, encode_many, quantizer_for
 from metacompress.data.item_sources import ItemSource
@@ -117,7 +117,10 @@ def output_lock(output: Path) -> Iterator[None]:
     path = lock_path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:  # name the output the user gave, not the hidden lock file
+            raise naming(error, output) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -295,6 +298,31 @@ def _create_archive(source: ItemSource, base: BaseNetwork, output: Path, setting
                     ctx: DistContext | None, append: bool,
                     on_shard: Callable[[ShardStats], None] | None) -> ArchiveSummary | None:
     parts = parts_folder(output)
+    if ctx is None or ctx.is_main:
+        with parts_kept_only_with_work(parts, output):
+            return _encode_and_merge(source, base, output, settings, workers, ctx, append, on_shard, parts)
+    return _encode_and_merge(source, base, output, settings, workers, ctx, append, on_shard, parts)
+
+
+@contextmanager
+def parts_kept_only_with_work(parts: Path, output: Path) -> Iterator[None]:
+    """On a storage error (disk full, read-only), remove a parts folder that holds no finished
+    shard, and otherwise say that the finished ones are kept for the next run."""
+    try:
+        yield
+    except OSError as error:
+        finished = sorted(parts.glob("shard-*.json")) if parts.is_dir() else []
+        if not finished:
+            shutil.rmtree(parts, ignore_errors=True)
+            raise
+        raise UserError(
+            f"{error.filename or output}: {error.strerror or error}; the {len(finished)} finished shard(s) are kept "
+            f"in {parts}: free space and run the same command to resume") from None
+
+
+def _encode_and_merge(source: ItemSource, base: BaseNetwork, output: Path, settings: ArchiveSettings, workers: int,
+                      ctx: DistContext | None, append: bool, on_shard: Callable[[ShardStats], None] | None,
+                      parts: Path) -> ArchiveSummary | None:
     prepare_parts(parts, run_manifest(source, base, settings), ctx)
     rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
     shards = range(math.ceil(len(source) / settings.shard_size))

@@ -4,6 +4,8 @@ never through a link out of an output folder.  Every check runs before any work 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from metacompress.errors import FormatError, UserError
@@ -74,3 +76,27 @@ def check_output_tree(root: Path, relative_paths: list[PurePosixPath], force: bo
             raise UserError(f"{option} {root}: {target} already exists; remove it or pass --force to overwrite")
         targets.append(target)
     return targets
+
+
+@contextmanager
+def undone_on_error(root: Path, targets: list[Path]) -> Iterator[None]:
+    """If the block fails (disk full, read-only, interrupted), remove the ``targets`` it created
+    and the folders (``root``, those above it and those below) that did not exist before.
+    Files that existed before (overwritten with --force) are left as they are."""
+    new_files = [t for t in targets if not os.path.lexists(t)]
+    new_folders = {folder for t in [root, *targets] for folder in (t, *t.parents)
+                   if folder not in new_files and not os.path.lexists(folder)}
+    try:
+        yield
+    except BaseException:
+        for path in new_files:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+        for folder in sorted(new_folders, key=lambda f: len(f.parts), reverse=True):
+            try:
+                folder.rmdir()
+            except OSError:  # holds something this run did not write
+                pass
+        raise

@@ -38,6 +38,11 @@ MAX_SAMPLES = 1 << 28  # the largest datapoint a file may describe (decompressio
 # The largest output a decoder renders unless the caller raises the cap (as Pillow's
 # MAX_IMAGE_PIXELS): 2^26 pixels / samples / voxels / grid points, an 8192×8192 image.
 DEFAULT_MAX_OUTPUT_SAMPLES = 1 << 26
+# A decoder that runs a network stored in the file (COIN) does output samples × parameters
+# multiply-accumulates: both come from the file, so the output cap alone lets a 10 kB file
+# demand minutes.  Unless the caller sets a budget, decoding may cost at most this many
+# multiply-accumulates per byte of input (about 1.4 ms of one 2-core CPU per byte).
+DECODE_MACS_PER_BYTE = 1 << 24
 CRC_BYTES = 4
 _SHAPE_STORED = 0x40
 _MAX_VARINT_BYTES = 5
@@ -85,6 +90,17 @@ def check_output_samples(samples: int, max_samples: int | None, source: str, wha
     if cap and samples > cap:
         raise FormatError(f"{source}: {what} would have {samples:,} samples, over the decoding cap of {cap:,} "
                           "(a decompression-bomb guard); raise it with --max-samples if you trust this file")
+
+
+def check_decode_work(macs: int, file_bytes: int, max_macs: int | None, source: str, what: str) -> None:
+    """Refuse a decode of more than ``max_macs`` multiply-accumulates (None: DECODE_MACS_PER_BYTE
+    for each of the file's ``file_bytes``; 0: no budget)."""
+    budget = DECODE_MACS_PER_BYTE * file_bytes if max_macs is None else max_macs
+    if budget and macs > budget:
+        basis = f" ({DECODE_MACS_PER_BYTE:,} per byte of this {file_bytes:,}-byte file)" if max_macs is None else ""
+        raise FormatError(f"{source}: {what} needs {macs:.3g} multiply-accumulates, over the decoding budget of "
+                          f"{budget:.3g}{basis}, a decompression-bomb guard; raise it with --max-work if you "
+                          "trust this file")
 
 
 def pack(container: Container, crc_key: bytes = b"") -> bytes:

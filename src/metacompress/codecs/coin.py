@@ -8,6 +8,7 @@ only on a region.
 
 from __future__ import annotations
 
+import logging
 import math
 import struct
 import time
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metacompress.codecs.base import Container, check_output_samples, encode_uvarint, pack, read_uvarint, unpack
+from metacompress.codecs.base import DECODE_MACS_PER_BYTE, Container, check_decode_work, check_output_samples, encode_uvarint, pack, read_uvarint, unpack
 from metacompress.errors import FormatError, UserError
 from metacompress.inr.siren import Siren
 from metacompress.modalities.image import (Region, check_region, features_to_image, image_features,
@@ -34,6 +35,7 @@ MAX_BPP = 64.0  # above 8 bits per channel of RGBA there is nothing left to gain
 # 18× below the thesis' lowest rate (0.07 bpp on Kodak: 1,720 parameters, 229 pixels each).  A
 # 16-byte file cannot then claim a gigapixel image; the encoder refuses to write such files.
 MAX_PIXELS_PER_PARAMETER = 4096
+log = logging.getLogger(__name__)
 RENDER_CHUNK = 1 << 16  # coordinates per forward pass when decoding: bounds decoder memory
 FIT_CHUNK = 1 << 14  # pixels per forward/backward pass when fitting (see fit_siren)
 
@@ -85,6 +87,9 @@ def encode_image(image: np.ndarray, config: CoinConfig = CoinConfig(),
     model.load_state_dict(fit.best_state)
     data = coin_file(model, image.shape, config.bits)
     decoded_model = model_from_container(unpack(data))
+    if height * width_px * model_parameters(model) > DECODE_MACS_PER_BYTE * len(data):
+        log.warning("this %d-byte file needs more multiply-accumulates to decode than the default budget allows; "
+                    "decode it with --max-work 0", len(data))
     decoded = render(decoded_model, height, width_px)
     return CoinResult(data, decoded_model, model, depth, width, psnr(image, decoded), fit.best_psnr, fit.best_iteration,
                       fit.iterations_run, time.perf_counter() - started, fit.history)
@@ -351,19 +356,27 @@ def render(model: Siren, height: int, width: int, region: Region | None = None,
 
 
 def decode_image(data: bytes, scale: float = 1.0, region: Region | None = None, source: str = "input",
-                 max_samples: int | None = None) -> np.ndarray:
+                 max_samples: int | None = None, max_macs: int | None = None) -> np.ndarray:
     """uint8 (H, W, C) from a COIN file, optionally at ``scale``× resolution or only a region of it.
 
     The output (the scaled image, or the region of it) may have at most ``max_samples`` pixels
-    (see ``codecs.base.check_output_samples``); everything is checked before the network runs."""
+    (see ``codecs.base.check_output_samples``) and cost at most ``max_macs`` multiply-accumulates
+    (see ``codecs.base.check_decode_work``); everything is checked before the network runs."""
     container = unpack(data, source)
     model = model_from_container(container, source)
     height, width = container.shape[:2]
     out_h, out_w = scaled_size(height, width, scale)
     x0, y0, x1, y1 = check_region(region, out_h, out_w) if region else (0, 0, out_w, out_h)
-    check_output_samples((x1 - x0) * (y1 - y0), max_samples, source, f"the {out_w}×{out_h} decode"
-                         + (" region" if region else ""))
+    what = f"the {out_w}×{out_h} decode" + (" region" if region else "")
+    pixels = (x1 - x0) * (y1 - y0)
+    check_output_samples(pixels, max_samples, source, what)
+    check_decode_work(pixels * model_parameters(model), len(data), max_macs, source, what)
     return render(model, height, width, region, (out_h, out_w))
+
+
+def model_parameters(model: Siren) -> int:
+    """Multiply-accumulates per rendered pixel, near enough: one per weight."""
+    return sum(p.numel() for p in model.parameters())
 
 
 class Coin:
