@@ -118,7 +118,7 @@ def make_inputs(work: Path):
     a 32×32 crop and a folder of 8 crops."""
     from metacompress.data import sample_path
     from metacompress.inr.base_network import save_base
-    from metacompress.inr.base_training import prepare_training, train_base
+    from metacompress.codecs.coinpp_training import prepare_training, train_base
     from metacompress.inr.metalearning import MetaConfig
 
     source = sample_path("photo")

@@ -3,6 +3,7 @@ are skipped when METACOMPRESS_DATA is unset or does not point at a directory."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,7 +83,7 @@ TINY = {"image": (8, 8), "audio": (100,), "volume": (8, 8, 8), "sphere": None}  
 def tiny_base(modality, tmp_path, latent_dim=6, iterations=3):
     """A small COIN++ base network trained for a few steps on the bundled sample of ``modality``."""
     from metacompress.data import sample_path
-    from metacompress.inr.base_training import prepare_training, train_base
+    from metacompress.codecs.coinpp_training import prepare_training, train_base
     from metacompress.inr.metalearning import MetaConfig
 
     data = tmp_path / f"train-{modality}"
@@ -91,7 +92,7 @@ def tiny_base(modality, tmp_path, latent_dim=6, iterations=3):
     (data / source.name).write_bytes(source.read_bytes())
     settings, train, val = prepare_training(modality, data, patch=TINY[modality], width=12, depth=2,
                                             latent_dim=latent_dim, w0=30.0, val_fraction=0.0)
-    settings.code_patches = 64
+    settings = dataclasses.replace(settings, code_patches=64)
     return train_base(settings, train, val, MetaConfig(iterations=iterations, batch_size=4, outer_lr=1e-4))
 
 

@@ -129,7 +129,7 @@ def build_corpus(modalities=("image", "audio", "volume"), workdir: str | Path | 
     from conftest import tiny_base
 
     from metacompress.data import sample_path
-    from metacompress.data.datapoints import read_datapoint
+    from metacompress.modalities.files import read_datapoint
 
     with _torch_threads(1), _quiet(), tempfile.TemporaryDirectory() as tmp:
         root = Path(workdir or tmp)
@@ -138,7 +138,7 @@ def build_corpus(modalities=("image", "audio", "volume"), workdir: str | Path | 
         corpus = Corpus(bases)
         points = {}
         for m, base in bases.items():
-            point = read_datapoint(sample_path(SAMPLES[m]), base.config, 0 if m == "sphere" else None)
+            point = read_datapoint(sample_path(SAMPLES[m]), base.config.data, 0 if m == "sphere" else None)
             if m == "image":  # 8×8 is one patch of the tiny base: its shape is not stored
                 crops = [_crop(point, slice(5 * i, 5 * i + 8), slice(7 * i, 7 * i + 8)) for i in range(20)]
                 crops += [_crop(point, slice(100, 112), slice(40, 50)), _crop(point, slice(60, 65), slice(9, 12)),
@@ -507,7 +507,7 @@ def reshape(rng, data, seed, corpus):
         layout = archive_layout(data)
         if layout is None:
             return huge_varint(rng, data, seed, corpus)
-        base_shape = (*seed.base.config["patch"], seed.base.config["out_dim"])
+        base_shape = (*seed.base.config.patch, seed.base.config.channels)
         if layout.shape is not None:
             start, end = layout.shape
             return data[:start] + _near_shape(rng, base_shape) + data[end:]
@@ -526,7 +526,7 @@ def reshape(rng, data, seed, corpus):
     if seed.target == "mcz-coin":
         shape = (16, 16, 3)
     else:
-        shape = (*seed.base.config["patch"], seed.base.config["out_dim"])
+        shape = (*seed.base.config.patch, seed.base.config.channels)
     if data[1] & 0x40:
         try:
             pos = 3

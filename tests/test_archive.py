@@ -15,9 +15,9 @@ from metacompress.codecs.archive import (Archive, ArchiveHeader, ArchiveItem, ap
                                          parse_item_range)
 from metacompress.codecs.coinpp import Datapoint, decode, encode_many
 from metacompress.data import sample_path
-from metacompress.data.datapoints import read_datapoint
+from metacompress.modalities.files import read_datapoint
 from metacompress.data.images import save_image
-from metacompress.data.item_sources import item_source
+from metacompress.modalities.item_sources import item_source
 from metacompress.dataset_archive import ArchiveSettings, create_archive, parts_folder
 from metacompress.errors import FormatError, UserError
 
@@ -37,7 +37,7 @@ def base_stem(tiny_image_base_stem):
 @pytest.fixture(scope="module")
 def crops(base):
     """21 different 8×8 crops of the bundled photo: one base-network patch each."""
-    photo = read_datapoint(sample_path("photo"), base.config).values
+    photo = read_datapoint(sample_path("photo"), base.config.data).values
     return np.stack([photo[5 * i:5 * i + 8, 7 * i:7 * i + 8] for i in range(21)])
 
 
@@ -155,7 +155,7 @@ def test_item_ranges():
 
 def test_archive_decodes_exactly_what_the_encoder_reconstructed(base, crops, crops_npz, tmp_path):
     out = tmp_path / "crops.mcza"
-    summary = create_archive(item_source(crops_npz, base.config), base, out, ArchiveSettings(steps=2, shard_size=8))
+    summary = create_archive(item_source(crops_npz, base.config.data), base, out, ArchiveSettings(steps=2, shard_size=8))
     assert summary.items == 21 and summary.encoded_items == 21 and not parts_folder(out).exists()
     with Archive(out) as archive:
         assert archive.header.shape == (8, 8, 3) and archive.size == summary.archive_bytes == out.stat().st_size
@@ -171,7 +171,7 @@ def test_archive_decodes_exactly_what_the_encoder_reconstructed(base, crops, cro
 
 
 def test_one_and_two_workers_and_an_interrupted_run_give_the_same_bytes(base, crops_npz, tmp_path):
-    source = item_source(crops_npz, base.config)
+    source = item_source(crops_npz, base.config.data)
     config = ArchiveSettings(steps=2, shard_size=4)
     one, two, resumed = tmp_path / "one.mcza", tmp_path / "two.mcza", tmp_path / "resumed.mcza"
     create_archive(source, base, one, config, workers=1)
@@ -191,7 +191,7 @@ def test_one_and_two_workers_and_an_interrupted_run_give_the_same_bytes(base, cr
 
 
 def test_parts_of_another_run_are_not_mixed_in(base, crops_npz, tmp_path):
-    source = item_source(crops_npz, base.config)
+    source = item_source(crops_npz, base.config.data)
     out = tmp_path / "a.mcza"
     with pytest.raises(KeyboardInterrupt):
         create_archive(source, base, out, ArchiveSettings(steps=2, shard_size=4),
@@ -206,10 +206,10 @@ def test_append_adds_items_after_the_old_ones(base, crops, tmp_path):
     np.savez(second, x=crops[5:9])
     out = tmp_path / "grow.mcza"
     settings_ = ArchiveSettings(steps=2, shard_size=8)
-    create_archive(item_source(first, base.config), base, out, settings_)
+    create_archive(item_source(first, base.config.data), base, out, settings_)
     with Archive(out) as archive:
         before = [archive.item(i) for i in range(5)]
-    summary = create_archive(item_source(second, base.config), base, out, settings_, append=True)
+    summary = create_archive(item_source(second, base.config.data), base, out, settings_, append=True)
     assert summary.items == 9 and summary.added == 4
     expected = encode_many([Datapoint(c, "uint8") for c in crops[5:9]], base, 5, 2)
     with Archive(out) as archive:
@@ -222,13 +222,13 @@ def test_append_adds_items_after_the_old_ones(base, crops, tmp_path):
 
 
 def test_folders_keep_names_and_per_item_shapes(base, tmp_path):
-    photo = read_datapoint(sample_path("photo"), base.config).values
+    photo = read_datapoint(sample_path("photo"), base.config.data).values
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)
     save_image(folder / "a.png", photo[:8, :8])
     save_image(folder / "sub" / "b.png", photo[:13, :20])
     out = tmp_path / "photos.mcza"
-    create_archive(item_source(folder, base.config), base, out, ArchiveSettings(steps=1))
+    create_archive(item_source(folder, base.config.data), base, out, ArchiveSettings(steps=1))
     with Archive(out) as archive:
         assert archive.names == ["a.png", "sub/b.png"] and archive.header.shape is None
         assert [archive.item_shape(i) for i in range(2)] == [(8, 8, 3), (13, 20, 3)]
@@ -243,7 +243,7 @@ def run_json(args, capsys):
     return code, json.loads(out[-1]) if code == 0 else None
 
 
-def test_cli_create_list_verify_extract(base_stem, crops_npz, tmp_path, capsys):
+def test_cli_create_list_verify_extract(base, base_stem, crops_npz, tmp_path, capsys):
     out = tmp_path / "c.mcza"
     code, created = run_json(["archive", "create", str(crops_npz), "-o", str(out), "--base", str(base_stem),
                               "--steps", "2", "--shard-size", "8", "--no-progress"], capsys)
@@ -261,7 +261,7 @@ def test_cli_create_list_verify_extract(base_stem, crops_npz, tmp_path, capsys):
                         "--base", str(base_stem), "--no-progress"], capsys)
     files = sorted(p.name for p in (tmp_path / "some").iterdir())
     assert files == ["03.png", "10.png", "11.png"]
-    np.testing.assert_array_equal(read_datapoint(tmp_path / "some" / "10.png", {"modality": "image"}).values, stacked[10])
+    np.testing.assert_array_equal(read_datapoint(tmp_path / "some" / "10.png", base.config.data).values, stacked[10])
 
 
 def test_cli_reports_damaged_items_and_extracts_the_rest(base_stem, crops_npz, tmp_path, capsys):

@@ -14,9 +14,9 @@ import pytest
 from metacompress.cli import main
 from metacompress.codecs.archive import Archive
 from metacompress.data import sample_path
-from metacompress.data.datapoints import read_datapoint
+from metacompress.modalities.files import read_datapoint
 from metacompress.data.images import save_image
-from metacompress.data.item_sources import MAX_NAME_BYTES, item_source
+from metacompress.modalities.item_sources import MAX_NAME_BYTES, item_source
 from metacompress.dataset_archive import ArchiveSettings, create_archive, lock_path, parts_folder
 from metacompress.errors import DataError, UserError
 
@@ -33,7 +33,7 @@ def base_stem(tiny_image_base_stem):
 
 @pytest.fixture(scope="module")
 def photo(base):
-    return read_datapoint(sample_path("photo"), base.config).values
+    return read_datapoint(sample_path("photo"), base.config.data).values
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def nothing_written(out):
 # --- 1. one writer per output -------------------------------------------------------------------------
 
 def test_a_second_run_to_the_same_output_is_refused_while_the_first_runs(base, crops_npz, tmp_path):
-    source = item_source(crops_npz, base.config)
+    source = item_source(crops_npz, base.config.data)
     out, refusals = tmp_path / "a.mcza", []
 
     def meanwhile(stats):  # a second run, started while the first is encoding
@@ -93,7 +93,7 @@ def test_a_run_is_refused_before_making_anything_while_another_process_holds_the
 
 
 def test_an_interrupted_run_releases_the_output(base, crops_npz, tmp_path):
-    source = item_source(crops_npz, base.config)
+    source = item_source(crops_npz, base.config.data)
     out = tmp_path / "c.mcza"
 
     def interrupt(stats):
@@ -111,7 +111,7 @@ import os
 import sys
 from pathlib import Path
 
-from metacompress.data.item_sources import ItemSource, item_source
+from metacompress.modalities.item_sources import ItemSource, item_source
 from metacompress.dataset_archive import ArchiveSettings, create_archive
 from metacompress.inr.base_network import load_base
 
@@ -131,7 +131,7 @@ class MarkingSource(ItemSource):
 if __name__ == "__main__":
     npz, stem, out, marks = sys.argv[1:]
     base = load_base(stem)
-    source = MarkingSource(item_source(npz, base.config), Path(marks))
+    source = MarkingSource(item_source(npz, base.config.data), Path(marks))
     # two shards of 8 items of 32x32 pixels and 10,000 steps each: tens of seconds per shard
     create_archive(source, base, Path(out), ArchiveSettings(steps=10_000, shard_size=8), workers=2)
 """
@@ -206,12 +206,12 @@ def test_bad_options_leave_nothing_on_disk(base, base_stem, crops_npz, tmp_path,
         err = capsys.readouterr().err.strip()
         assert bad[0] in err and "\n" not in err
         assert nothing_written(out), bad
-    source = item_source(crops_npz, base.config)
+    source = item_source(crops_npz, base.config.data)
     for workers in (0, -1, 1.5):
         with pytest.raises(UserError, match="--workers must be"):
             create_archive(source, base, out, ArchiveSettings(steps=1), workers=workers)
         assert nothing_written(out)
-    supported = set(map(int, base.config["codes"]["symbol_counts"]))
+    supported = set(base.config.codes.symbol_counts)
     unsupported = next(b for b in range(1, 9) if b not in supported) if len(supported) < 8 else None
     if unsupported is not None:
         with pytest.raises(UserError, match="latent statistics"):
@@ -238,7 +238,7 @@ def test_a_file_name_that_is_not_utf8_is_refused_by_name(base, base_stem, photo_
     except OSError:
         pytest.skip("this file system refuses file names that are not UTF-8")
     with pytest.raises(DataError, match=r"b\\xff\.png: file name is not valid UTF-8; rename it$"):
-        item_source(folder, base.config)
+        item_source(folder, base.config.data)
     out = tmp_path / "e.mcza"
     capsys.readouterr()
     assert main(["archive", "create", str(folder), "-o", str(out), "--base", str(base_stem), "--steps", "1",
@@ -254,7 +254,7 @@ def test_file_names_with_line_breaks_are_refused(base, photo_png, tmp_path):
     (folder / "a.png").write_bytes(photo_png)
     (folder / "two\nlines.png").write_bytes(photo_png)
     with pytest.raises(DataError, match=r"two\\nlines\.png: file name holds a line break"):
-        item_source(folder, base.config)
+        item_source(folder, base.config.data)
 
 
 def test_names_longer_than_the_reader_accepts_are_refused(base, photo_png, tmp_path):
@@ -262,7 +262,7 @@ def test_names_longer_than_the_reader_accepts_are_refused(base, photo_png, tmp_p
     deep = folder / "/".join(["d" * 200] * 5)  # a 1,004-byte folder path
     deep.mkdir(parents=True)
     (deep / "a.png").write_bytes(photo_png)  # 1,010 bytes: fine
-    assert len(item_source(folder, base.config).names[0].encode()) == 1010 <= MAX_NAME_BYTES
+    assert len(item_source(folder, base.config.data).names[0].encode()) == 1010 <= MAX_NAME_BYTES
     (deep / ("é" * 20 + ".png")).write_bytes(photo_png)  # 1,049 bytes
     with pytest.raises(DataError, match=rf"would be 1049 bytes long \(at most {MAX_NAME_BYTES}\)"):
-        item_source(folder, base.config)
+        item_source(folder, base.config.data)

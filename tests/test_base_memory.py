@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from metacompress.errors import UserError
-from metacompress.inr.base_training import BaseSettings, check_training_memory, prepare_training, train_base
+from metacompress.modalities.spec import DataSpec
+from metacompress.codecs.coinpp_training import BaseSettings, check_training_memory, prepare_training, train_base
 from metacompress.inr.metalearning import (MEMORY_LIMIT_ENV, MetaConfig, available_memory, estimate_peak_memory,
                                            largest_fitting_batch)
 
@@ -28,13 +29,16 @@ def cli_defaults():
     meta = MetaConfig(iterations=args.iters, batch_size=args.batch_size, inner_steps=args.inner_steps,
                       inner_lr=args.inner_lr, outer_lr=args.outer_lr, first_order=args.first_order,
                       checkpoint_steps=args.checkpoint_steps, seed=args.seed)
-    settings = BaseSettings("image", (32, 32), 3, args.width, args.depth, args.latent_dim, args.w0)
+    settings = BaseSettings(IMAGE_SPEC_32, args.width, args.depth, args.latent_dim, args.w0)
     return settings, meta
 
 
+IMAGE_SPEC_32 = DataSpec("image", 3, (32, 32), value_range=((0.0, 255.0),) * 3)
+
+
 def tiny_settings():
-    return BaseSettings("image", (8, 8), 3, width=16, depth=2, latent_dim=4, w0=30.0, value_range=[[0.0, 255.0]] * 3,
-                        code_patches=16)
+    return BaseSettings(DataSpec("image", 3, (8, 8), value_range=((0.0, 255.0),) * 3), width=16, depth=2,
+                        latent_dim=4, w0=30.0, code_patches=16)
 
 
 def tiny_points(count=3):
@@ -89,10 +93,10 @@ def test_nothing_fits_names_a_smaller_network(monkeypatch):
 
 def test_a_small_configuration_trains_and_logs_its_estimate(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv(MEMORY_LIMIT_ENV, str(int(24 * GB)))
-    with caplog.at_level(logging.INFO, logger="metacompress.inr.base_training"):
+    with caplog.at_level(logging.INFO, logger="metacompress.codecs.coinpp_training"):
         base = train_base(tiny_settings(), tiny_points(), [], MetaConfig(iterations=2, batch_size=4, outer_lr=1e-4),
                           tmp_path / "run")
-    assert base.config["training"]["meta"]["batch_size"] == 4
+    assert base.config.training["meta"]["batch_size"] == 4
     assert any(re.search(r"needs about \d+\.\d GB of memory; 24\.0 GB available", r.getMessage())
                for r in caplog.records), [r.getMessage() for r in caplog.records]
     with pytest.raises(UserError, match="0.0 GB is available"):  # the parameter overrides the environment

@@ -1,19 +1,23 @@
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from metacompress.errors import DataError
-from metacompress.inr.base_network import BaseNetwork, build_model, load_base, save_base
+from metacompress.errors import DataError, FormatError
+from metacompress.inr.base_config import BaseConfig
+from metacompress.inr.base_network import DEFAULT_BASE, BaseNetwork, build_model, load_base, save_base
+from metacompress.modalities.spec import DataSpec
 
-CONFIG = {"in_dim": 2, "width": 8, "depth": 3, "out_dim": 3, "latent_dim": 4, "w0": 30.0, "modality": "image",
-          "patch": [32, 32]}
+CONFIG = BaseConfig(DataSpec("image", 3, (32, 32), value_range=((0.0, 255.0),) * 3), in_dim=2, width=8, depth=3,
+                    latent_dim=4, w0=30.0)
 
 
 def make_base(seed=0):
     torch.manual_seed(seed)
-    return BaseNetwork(build_model(CONFIG), dict(CONFIG))
+    return BaseNetwork(build_model(CONFIG), CONFIG)
 
 
 def test_round_trip_keeps_weights_config_and_hash(tmp_path):
@@ -29,7 +33,7 @@ def test_hash_changes_with_any_weight_or_setting():
     base = make_base()
     other = make_base(seed=1)
     assert base.hash != other.hash
-    changed = BaseNetwork(base.model, dict(CONFIG, w0=31.0))
+    changed = BaseNetwork(base.model, CONFIG.replace(w0=31.0))
     assert changed.hash != base.hash
 
 
@@ -47,3 +51,65 @@ def test_modified_weights_or_description_are_refused(tmp_path):
     (tmp_path / "b2.json").write_text(json.dumps(info))
     with pytest.raises(DataError, match="version 9"):
         load_base(tmp_path / "b2")
+
+
+SHIPPED = [DEFAULT_BASE.with_suffix(".json"), *sorted(Path(__file__).resolve().parents[1].glob(
+    "benchmarks/results/coinpp-rd-*/bases/*.json"))]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_description_parses_and_serializes_back_exactly(path):
+    stored = json.loads(path.read_text())["config"]
+    config = BaseConfig.from_dict(stored)
+    assert config.to_dict() == stored
+    assert json.dumps(config.to_dict(), sort_keys=True) == json.dumps(stored, sort_keys=True)  # same hash
+
+
+def test_loading_a_shipped_base_reproduces_its_stored_hash():
+    info = json.loads(DEFAULT_BASE.with_suffix(".json").read_text())
+    assert load_base(DEFAULT_BASE).hash == info["hash"]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("width", 0, "'width' must be a positive integer"),
+    ("width", "8", "'width' must be int"),
+    ("depth", True, "'depth' must be int"),
+    ("w0", -1.0, "'w0' must be positive"),
+    ("modality", "video", "unknown modality 'video'"),
+    ("patch", [32, -1], "patch must be positive"),
+    ("patch", "32", "'patch' must be a list of integers"),
+    ("value_range", [[0.0, 255.0]], "value_range must be 3 finite"),
+    ("value_range", [[1.0, 0.0]] * 3, "value_range must be 3 finite"),
+    ("coordinates", "polar", "coordinates must be one of"),
+    ("in_dim", 3, "in_dim 3 does not fit"),
+    ("codes", {"mean": 0.0, "std": 0.0, "steps": 1, "patches": 1, "symbol_counts": {}}, "positive std"),
+    ("codes", {"mean": 0.0, "std": 1.0, "steps": 1, "patches": 1, "symbol_counts": {"2": [1, 1]}}, "must be 4 counts"),
+    ("surprise", 1, "unknown field(s) 'surprise'"),
+])
+def test_a_bad_field_is_a_format_error_naming_it(field, value, message):
+    stored = CONFIG.to_dict() | {field: value}
+    with pytest.raises(FormatError, match=re.escape(message)):
+        BaseConfig.from_dict(stored)
+
+
+def test_a_description_with_a_bad_field_is_refused_on_load(tmp_path):
+    save_base(tmp_path / "base", make_base())
+    info = json.loads((tmp_path / "base.json").read_text())
+    info["config"]["latent_dim"] = -4
+    (tmp_path / "base.json").write_text(json.dumps(info))
+    with pytest.raises(DataError, match="'latent_dim' must be a positive integer"):
+        load_base(tmp_path / "base")
+
+
+def test_the_config_is_immutable_and_the_hash_is_computed_once(monkeypatch):
+    import dataclasses
+
+    from metacompress.inr import base_network
+
+    base = make_base()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        base.config.width = 9
+    calls = []
+    real = base_network.content_hash
+    monkeypatch.setattr(base_network, "content_hash", lambda *a: calls.append(1) or real(*a))
+    assert base.hash == base.hash == base.hash and len(calls) == 1

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from metacompress.bench import coinpp_rd as bench
+from metacompress.bench import rd_results
 from metacompress.bench.results import run_benchmark
 
 TINY = {
@@ -37,6 +38,14 @@ def test_coinpp_rd_writes_measured_results_and_reuses_its_base(data_root, tmp_pa
     off, on = results["ablation_entropy"]["off"], results["ablation_entropy"]["on"]
     assert off["psnr"] == on["psnr"] and off["bytes"] != on["bytes"]
     assert all(len(curve) >= 2 for curve in results["classical"].values())
+    # one CompressAI-shaped file per curve, and BD-rate of each against the setting's anchors
+    task = bench.coinpp_tasks.TASKS[modality]
+    coinpp = rd_results.read(out / "rd" / modality / rd_results.file_name(f"COIN++ {next(iter(results['coinpp']))}"))
+    assert coinpp.rate_key == task.rd_rate_key and set(coinpp.quality_keys) == set(task.rd_qualities)
+    assert coinpp.results[task.rd_rate_key] == pytest.approx([p["rate"] for p in points])
+    anchors = {bench.coinpp_tasks.LABELS[a] for a in task.bd_anchors}
+    (table,) = [v for k, v in results["bd_rate"].items() if k.startswith("COIN++") and "archive" not in k]
+    assert set(table) == anchors and all(set(e) == {"bd_rate", "quality_range"} for q in table.values() for e in q.values())
     if modality == "sphere":
         assert points[1]["rmse"] < points[0]["rmse"] and points[0]["rate"] > points[1]["rate"]
         # one archive of the 3 globes: 68 bytes of header, index and CRCs where 3 files have 3 × 8 header bytes

@@ -14,16 +14,16 @@ from PIL import Image
 
 from metacompress.codecs import coin
 from metacompress.codecs.base import Container, encode_uvarint, pack, unpack
+from metacompress.codecs.bitpack import pack_bits, unpack_bits
 from metacompress.codecs.coin import (KODAK_ARCHITECTURES, CoinConfig, architecture_for, clipping_stds, coin_config_bytes, coin_file,
-                                      coin_file_size, decode_image, encode_image, model_from_container, pack_bits,
-                                      render, unpack_bits)
+                                      coin_file_size, decode_image, encode_image, model_from_container, render)
 from metacompress.data.images import load_image
 from metacompress.data.bundled import sample_path
 from metacompress.errors import DataError, FormatError, UserError
 from metacompress.inr.siren import Siren, siren_parameter_count
 from metacompress.modalities.grid import axis_coordinates
 from metacompress.modalities.image import pixel_coordinates
-from metacompress.modalities.metrics import psnr
+from metacompress.metrics import psnr
 
 from test_cli import last_json, run
 

@@ -14,7 +14,8 @@ from metacompress.codecs.base import unpack
 from metacompress.codecs.coinpp import Datapoint, decode, encode, encode_many, fit_tile_latents, quantizer_for, \
     render_tiles, symbol_model
 from metacompress.data import sample_path
-from metacompress.data.datapoints import read_datapoint, training_datapoints, write_datapoint
+from metacompress.modalities.spec import DataSpec
+from metacompress.modalities.files import read_datapoint, training_datapoints, write_datapoint
 from metacompress.errors import FormatError, UserError
 from metacompress.inr.base_network import load_base, save_base
 from metacompress.modalities.datapoint import from_features, to_features
@@ -27,7 +28,7 @@ def bases(tmp_path_factory):
 
 
 def sample_point(modality, base):
-    point = read_datapoint(sample_path(SAMPLES[modality]), base.config, time_index=0)
+    point = read_datapoint(sample_path(SAMPLES[modality]), base.config.data, time_index=0)
     if modality == "image":  # a corner with a partial tile on both axes
         point.values = np.ascontiguousarray(point.values[:21, :30])
     if modality == "audio":
@@ -47,15 +48,15 @@ def test_decode_equals_reconstruction_from_quantized_latents(bases, modality, en
     assert decoded.values.dtype == point.values.dtype and decoded.values.shape == point.values.shape
     np.testing.assert_array_equal(decoded.values, result.reconstruction)
     # the same by hand: fit, quantize to bin centres, render, stitch, denormalize
-    config = base.config
-    x_range = None if config["value_range"] is not None else \
+    spec = base.config.data
+    x_range = None if spec.value_range is not None else \
         (float(point.values.min()), float(np.float32(np.percentile(point.values, 99.5))))
-    features = to_features(point.values, config, x_range)
-    tiles = tile_patches(features, tuple(config["patch"]))
+    features = to_features(point.values, spec, x_range)
+    tiles = tile_patches(features, spec.patch)
     latents = fit_tile_latents(base, tiles.reshape(tiles.shape[0], -1, tiles.shape[-1]), 3)
     quantizer = quantizer_for(base, 5)
     rendered = render_tiles(base, quantizer.values(quantizer.symbols(latents)))
-    by_hand = from_features(untile_patches(rendered.reshape(tiles.shape), features.shape), config,
+    by_hand = from_features(untile_patches(rendered.reshape(tiles.shape), features.shape), spec,
                             point.values.shape[-1], point.dtype, x_range)
     np.testing.assert_array_equal(decoded.values, by_hand)
     if modality == "volume":
@@ -79,7 +80,7 @@ def test_entropy_coded_size_is_the_model_cross_entropy_and_psnr_is_measured(base
 
 def test_batched_encoding_decodes_exactly_and_matches_one_by_one(bases):
     base = bases["image"]
-    image = read_datapoint(sample_path("photo"), base.config).values
+    image = read_datapoint(sample_path("photo"), base.config.data).values
     points = [Datapoint(np.ascontiguousarray(image[i:i + 16, i:i + 40]), "uint8") for i in range(0, 160, 16)]
     batched = encode_many(points, base, bits=5, steps=2)
     for point, result in zip(points, batched):
@@ -90,7 +91,7 @@ def test_batched_encoding_decodes_exactly_and_matches_one_by_one(bases):
 
 def test_grey_image_on_rgb_base_stays_grey(bases):
     base = bases["image"]
-    grey = read_datapoint(sample_path("photo"), base.config).values[:16, :16].mean(axis=-1, keepdims=True)
+    grey = read_datapoint(sample_path("photo"), base.config.data).values[:16, :16].mean(axis=-1, keepdims=True)
     point = Datapoint(np.round(grey).astype(np.uint8), "uint8")
     result = encode(point, base, steps=2)
     assert decode(result.data, base).values.shape == (16, 16, 1)
@@ -98,7 +99,7 @@ def test_grey_image_on_rgb_base_stays_grey(bases):
 
 def test_a_one_patch_datapoint_costs_8_bytes_beyond_its_latents(bases):
     base = bases["image"]
-    image = read_datapoint(sample_path("photo"), base.config).values
+    image = read_datapoint(sample_path("photo"), base.config.data).values
     result = encode(Datapoint(np.ascontiguousarray(image[:8, :8]), "uint8"), base, steps=2)
     assert result.header_bytes == 8 and len(result.data) == 8 + result.payload_bytes
     assert unpack(result.data, crc_key=bytes.fromhex(base.hash)).shape is None  # the shape is the base's patch
@@ -143,10 +144,10 @@ def test_saved_base_decodes_the_same(bases, tmp_path):
 
 
 def test_latent_codes_count_every_training_symbol(bases):
-    codes = bases["audio"].config["codes"]
-    for bits, counts in codes["symbol_counts"].items():
-        assert len(counts) == 2 ** int(bits)
-        assert sum(counts) == codes["patches"] * bases["audio"].model.latent_dim + 2 ** int(bits)  # add-one
+    codes = bases["audio"].config.codes
+    for bits, counts in codes.symbol_counts.items():
+        assert len(counts) == 2 ** bits
+        assert sum(counts) == codes.patches * bases["audio"].model.latent_dim + 2 ** bits  # add-one
 
 
 @pytest.mark.parametrize("modality,suffix", [("image", ".png"), ("audio", ".wav"), ("audio", ".flac"),
@@ -155,8 +156,8 @@ def test_written_files_read_back(bases, tmp_path, modality, suffix):
     base = bases[modality]
     point = decode(encode(sample_point(modality, base), base, steps=1).data, base)
     path = tmp_path / f"out{suffix}"
-    write_datapoint(path, point, base.config)
-    back = read_datapoint(path, base.config, time_index=0)
+    write_datapoint(path, point, base.config.data)
+    back = read_datapoint(path, base.config.data, time_index=0)
     tolerance = 1 / 32768 if modality == "audio" else 1e-6
     np.testing.assert_allclose(back.values, np.clip(point.values, -1, 1) if modality == "audio" else point.values,
                                atol=tolerance)
@@ -166,7 +167,7 @@ def test_training_on_kodak_is_refused(tmp_path):
     kodak = tmp_path / "kodak"
     kodak.mkdir()
     with pytest.raises(UserError, match="Kodak"):
-        training_datapoints("image", kodak, {"out_dim": 3})
+        training_datapoints(kodak, DataSpec("image", 3, (32, 32)))
 
 
 def run_cli(args, **kwargs):
@@ -230,37 +231,38 @@ def test_two_process_meta_training_equals_one_process(tmp_path):
     ("int16", np.arange(-500, 500, dtype=np.int16).reshape(1000, 1)),
 ])
 def test_integer_datapoints_survive_the_feature_mapping_exactly(dtype, values):
-    config = {"out_dim": 1, "value_range": None}
+    spec = DataSpec("volume", 1, (4,) * (values.ndim - 1)) if values.ndim == 4 else \
+        DataSpec("image" if values.ndim == 3 else "audio", 1, (4,) * (values.ndim - 1))
     x_range = (float(values.min()), float(values.max()))
-    back = from_features(to_features(values, config, x_range), config, 1, dtype, x_range)
+    back = from_features(to_features(values, spec, x_range), spec, 1, dtype, x_range)
     assert back.dtype == values.dtype
     np.testing.assert_array_equal(back, values)
 
 
 def test_float_datapoints_survive_the_feature_mapping_to_float32_precision(bases):
     for modality in ("audio", "sphere"):
-        config = bases[modality].config
+        spec = bases[modality].config.data
         values = sample_point(modality, bases[modality]).values
-        back = from_features(to_features(values, config), config, values.shape[-1], "float32")
+        back = from_features(to_features(values, spec), spec, values.shape[-1], "float32")
         np.testing.assert_allclose(back, values, rtol=0, atol=4e-7 * float(np.abs(values).max()))
 
 
 def test_sphere_coordinates_give_back_the_grid(bases):
     from metacompress.modalities.datapoint import coordinates
 
-    config = bases["sphere"].config
-    xyz = coordinates(config).double()
-    lat = np.degrees(np.arcsin(xyz[:, 2].numpy())).reshape(config["patch"])
-    lon = np.degrees(np.arctan2(xyz[:, 1].numpy(), xyz[:, 0].numpy())).reshape(config["patch"])
-    np.testing.assert_allclose(lat[:, 0], config["grid"]["latitude"], atol=1e-4)
-    wrapped = (np.asarray(config["grid"]["longitude"]) + 180) % 360 - 180
+    spec = bases["sphere"].config.data
+    xyz = coordinates(spec).double()
+    lat = np.degrees(np.arcsin(xyz[:, 2].numpy())).reshape(spec.patch)
+    lon = np.degrees(np.arctan2(xyz[:, 1].numpy(), xyz[:, 0].numpy())).reshape(spec.patch)
+    np.testing.assert_allclose(lat[:, 0], spec.grid.latitude, atol=1e-4)
+    wrapped = (np.asarray(spec.grid.longitude) + 180) % 360 - 180
     equator = lon[len(lon) // 2]  # (at a pole every longitude is the same point)
     np.testing.assert_allclose((equator + 180) % 360 - 180, wrapped, atol=1e-4)
     np.testing.assert_allclose(np.linalg.norm(xyz.numpy(), axis=1), 1.0, atol=1e-6)
 
 
 def test_training_patches_skip_constant_background():
-    from metacompress.inr.base_training import non_constant_patch
+    from metacompress.codecs.coinpp_training import non_constant_patch
 
     volume = torch.zeros(40, 40, 40, 1)
     volume[30:34, 5:9, 20:24] = 1.0  # a small object in empty space: ~96 % of random 8³ patches miss it

@@ -22,7 +22,7 @@ from metacompress.codecs.coin import CoinConfig, coin_config_bytes, coin_file, d
 from metacompress.codecs.coinpp import Datapoint, decode, encode, encode_many, file_bytes, symbol_model
 from metacompress.codecs.entropy import decode_symbols, encode_symbols, min_payload_bytes
 from metacompress.data import sample_path
-from metacompress.data.datapoints import read_datapoint
+from metacompress.modalities.files import read_datapoint
 from metacompress.data.images import save_image
 from metacompress.errors import FormatError, UserError
 from metacompress.inr.siren import Siren
@@ -40,7 +40,7 @@ def base_stem(tiny_image_base_stem):
 
 @pytest.fixture(scope="module")
 def crops(base):
-    photo = read_datapoint(sample_path("photo"), base.config).values
+    photo = read_datapoint(sample_path("photo"), base.config.data).values
     return [photo[5 * i:5 * i + 8, 7 * i:7 * i + 8] for i in range(6)]
 
 
@@ -427,7 +427,7 @@ def test_disk_full_and_read_only_are_one_line_and_leave_nothing(small_mount, bas
 
 def test_an_extract_stopped_by_a_storage_error_removes_what_it_wrote(archive_file, base_stem, tmp_path, capsys,
                                                                      monkeypatch):
-    from metacompress.data import datapoints
+    from metacompress.modalities import files as datapoints
 
     real, written = datapoints.write_datapoint, []
 

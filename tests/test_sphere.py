@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from metacompress.modalities.sphere import rmse, sphere_coordinates
+from metacompress.metrics import rmse
+from metacompress.modalities.sphere import sphere_coordinates
 
 
 def test_grid_points_are_unit_vectors_with_the_right_geometry():

@@ -45,7 +45,7 @@ import torch
 from metacompress.checkpoint import atomic_write_bytes, naming
 from metacompress.codecs.archive import Archive, ArchiveHeader, ArchiveItem, append_to_archive, common_shape, write_archive
 from metacompress.codecs.coinpp import DEFAULT_BITS, DEFAULT_STEPS, encode_many, quantizer_for
-from metacompress.data.item_sources import ItemSource
+from metacompress.modalities.item_sources import ItemSource
 from metacompress.distributed import DistContext, barrier
 from metacompress.errors import UserError
 from metacompress.inr.base_network import BaseNetwork
@@ -358,7 +358,7 @@ def merge_parts(source: ItemSource, base: BaseNetwork, settings: ArchiveSettings
     dtypes = sorted({d for m in metas for d in m["dtypes"]})
     if len(dtypes) != 1:
         raise UserError(f"{source.path}: the items are {' and '.join(dtypes)} data; an archive holds one kind")
-    header = ArchiveHeader(base.config["modality"], dtypes[0], settings.bits, settings.entropy, base.hash,
+    header = ArchiveHeader(base.config.modality, dtypes[0], settings.bits, settings.entropy, base.hash,
                            common_shape(items))
     size = append_to_archive(output, header, items) if append else write_archive(output, header, items)
     shutil.rmtree(parts)

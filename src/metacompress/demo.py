@@ -14,6 +14,8 @@ from metacompress.training import TrainConfig, shuffled_batches, train
 
 DEMO_SPARSITY = 0.95
 DEMO_QUANT_CONFIGS = ((None, None), (8, 4), (4, 4), (3, 3), (2, 4))
+DEMO_CURVE_BITS = (3, 4, 5, 6, 7, 8)  # COIN++'s RD curve: one fit, the latents quantized at each
+DEMO_SWEEP = (1, 5, 10, 20, 35, 50, 70, 90)  # JPEG and WebP qualities of the BD-rate anchors
 
 
 def run_demo(out: Path) -> dict:
@@ -57,32 +59,45 @@ def run_demo(out: Path) -> dict:
         f"The bundled 256×256 photo compressed with COIN++ and the base network shipped in the package "
         f"(meta-learned on training photos that exclude this one; {codec['steps']} inner steps, {codec['bits']}-bit "
         f"latents, range-coded), and with JPEG at the largest quality whose file is no bigger. Rates count whole files.", "",
-        "| codec | file | bpp | PSNR | encode time |", "|---|---|---|---|---|",
-        *[f"| {name} | `{r['file']}` | {r['bpp']:.3f} | {r['psnr']:.2f} dB | {r['encode_time_s']:.2f} s |"
+        "| codec | file | bpp | PSNR | MS-SSIM | encode time |", "|---|---|---|---|---|---|",
+        *[f"| {name} | `{r['file']}` | {r['bpp']:.3f} | {r['psnr']:.2f} dB | {r['ms_ssim']:.4f} | {r['encode_time_s']:.2f} s |"
           for name, r in codec["results"].items()],
         "", "Decoded images: " + ", ".join(f"`{r['png']}`" for r in codec["results"].values()) + ".", "",
+        f"BD-rate of COIN++ ({DEMO_CURVE_BITS[0]}–{DEMO_CURVE_BITS[-1]}-bit latents of the same fit) at equal PSNR on "
+        f"this photo, against JPEG and WebP at qualities {', '.join(map(str, DEMO_SWEEP))}: " + "; ".join(
+            f"{name} {describe_bd_rate(value)}" for name, value in codec["bd_rate"].items()) +
+        " (negative: COIN++ needs fewer bits; undefined where the PSNR ranges do not overlap).", "",
     ])
     atomic_write_bytes(out / "report.md", report.encode())
     print(report)
-    return {"command": "demo", "coinpp_vs_jpeg": codec["results"], "lenet5_mnist_sample_test_accuracy": accuracy, "time_s": round(time.perf_counter() - started, 2),
+    return {"command": "demo", "coinpp_vs_jpeg": codec["results"], "coinpp_bd_rate": codec["bd_rate"], "lenet5_mnist_sample_test_accuracy": accuracy, "time_s": round(time.perf_counter() - started, 2),
             "pruned_test_accuracy": {m: r.final["test_accuracy"] for m, (r, _) in pruned.items()},
             "ptq_accuracy": robust["accuracy"],
             "report": str(out / "report.md")}
 
 
+def describe_bd_rate(entry: dict) -> str:
+    if entry["bd_rate"] is None:
+        return "undefined"
+    return f"{entry['bd_rate']:+.1f} % (over {entry['psnr_range'][0]:.2f}–{entry['psnr_range'][1]:.2f} dB)"
+
+
 def neural_compression(out: Path, bits: int = 5, steps: int = 10) -> dict:
-    """The bundled photo through COIN++ (shipped base network) and JPEG at no more bytes; files written."""
-    from metacompress.codecs.classical import Jpeg, encode_at_bpp
-    from metacompress.codecs.coinpp import Datapoint, decode, encode
+    """The bundled photo through COIN++ (shipped base network) and JPEG at no more bytes; files
+    written; and the BD-rate of COIN++ at every bit-width against JPEG and WebP on the photo."""
+    from metacompress.codecs.classical import Jpeg, WebP, encode_at_bpp
+    from metacompress.codecs.coinpp import Datapoint, decode, fit_datapoints, quantize_and_pack
     from metacompress.data import load_image, sample_path
     from metacompress.data.images import save_image
     from metacompress.inr.base_network import DEFAULT_BASE, load_base
-    from metacompress.modalities.metrics import psnr
+    from metacompress.metrics import bd_overlap, bd_rate, ms_ssim, psnr
 
     photo = load_image(sample_path("photo"))
     pixels = photo.shape[0] * photo.shape[1]
     base = load_base(DEFAULT_BASE)
-    coinpp = encode(Datapoint(photo, "uint8"), base, bits=bits, steps=steps)
+    fitted = fit_datapoints([Datapoint(photo, "uint8")], base, steps)
+    curve = {b: quantize_and_pack(fitted, base, b)[0] for b in sorted({*DEMO_CURVE_BITS, bits})}
+    coinpp = curve[bits]  # what encode(…, bits, steps) writes: the same fit, quantized at ``bits``
     decoded = decode(coinpp.data, base).values
     started = time.perf_counter()
     jpeg_data, quality = encode_at_bpp("jpeg", photo, 8 * len(coinpp.data) / pixels)
@@ -96,9 +111,22 @@ def neural_compression(out: Path, bits: int = 5, steps: int = 10) -> dict:
         save_image(out / f"{stem}.png", np.broadcast_to(image, photo.shape).copy())
         results[name] = {"file": f"{stem}.{suffix}", "png": f"{stem}.png", "bytes": len(data),
                          "bpp": 8 * len(data) / pixels, "psnr": psnr(photo, np.broadcast_to(image, photo.shape)),
-                         "encode_time_s": seconds}
+                         "ms_ssim": ms_ssim(photo, np.broadcast_to(image, photo.shape)), "encode_time_s": seconds}
     save_image(out / "photo-original.png", photo)
-    return {"bits": bits, "steps": steps, "results": results}
+
+    def sweep(codec) -> tuple[list[float], list[float]]:
+        rates, qualities = [], []
+        for quality in DEMO_SWEEP:
+            data = codec(quality).encode(photo)
+            rates.append(8 * len(data) / pixels)
+            qualities.append(psnr(photo, np.broadcast_to(codec(quality).decode(data), photo.shape)))
+        return rates, qualities
+
+    coinpp_curve = ([8 * len(r.data) / pixels for r in curve.values()], [psnr(photo, r.reconstruction) for r in curve.values()])
+    anchors = {"JPEG": sweep(Jpeg), "WebP": sweep(WebP)}
+    return {"bits": bits, "steps": steps, "results": results,
+            "bd_rate": {name: {"bd_rate": bd_rate(anchor, coinpp_curve), "psnr_range": bd_overlap(anchor, coinpp_curve)}
+                        for name, anchor in anchors.items()}}
 
 
 def quantization_robustness(model, spec, train_data, test_data, epochs: int = 2) -> dict:

@@ -17,14 +17,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DistributedSampler
-from tqdm import tqdm
 
 from metacompress.checkpoint import (atomic_write_bytes, checkpoint_exists, checkpoint_stem, load_checkpoint,
-                                    save_checkpoint)
+                                     optimizer_tensors, restore_optimizer, save_checkpoint)
 from metacompress.data import ClassificationData
-from metacompress.distributed import DistContext, all_reduce_sum, barrier, init_distributed
+from metacompress.distributed import DistContext, all_reduce_sum, barrier, init_distributed, single_process
 from metacompress.errors import UserError
 from metacompress.models import ModelSpec, model_from_spec, module_mode
+from metacompress.progress import Progress
+from metacompress.rng import keeps_global_rng
 
 
 @dataclass
@@ -105,31 +106,6 @@ def crop_and_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tens
                   rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split an optimizer state dict into tensors (for safetensors) and plain values (for JSON)."""
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, entries in state["state"].items():
-        for key, value in entries.items():
-            if torch.is_tensor(value):
-                tensors[f"optimizer.{index}.{key}"] = value
-            else:
-                scalars[f"{index}.{key}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], saved: dict) -> None:
-    state: dict[int, dict] = {}
-    for name, value in tensors.items():
-        if name.startswith("optimizer."):
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = value
-    for name, value in saved["scalars"].items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
-
-
 def model_info(spec: ModelSpec, data: ClassificationData) -> dict:
     """What is needed to rebuild and feed a model: its spec and the input normalization."""
     return {"model": spec.to_dict(), "normalization": {"mean": list(data.mean), "std": list(data.std)},
@@ -168,7 +144,7 @@ def load_model(stem) -> tuple[nn.Module, dict]:
 def evaluate(model: nn.Module, data: ClassificationData, batch_size: int = 1000,
              ctx: DistContext | None = None) -> dict:
     """Top-1 accuracy and mean loss; under DDP each process scores a shard and the sums are reduced."""
-    ctx = ctx or init_distributed()
+    ctx = ctx or single_process(next(model.parameters()).device)
     mean, std = channel_stats(data, ctx.device)
     totals = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # correct, loss sum, count
     shard = torch.arange(ctx.rank, len(data), ctx.world_size)
@@ -204,6 +180,7 @@ def channel_stats(data: ClassificationData, device) -> tuple[torch.Tensor, torch
     return (torch.tensor(data.mean, device=device).view(shape), torch.tensor(data.std, device=device).view(shape))
 
 
+@keeps_global_rng
 def train(
     spec: ModelSpec,
     train_data: ClassificationData,
@@ -216,6 +193,7 @@ def train(
     after_step: Callable[[nn.Module], None] | None = None,
     stop_after: int | None = None,
     backward: Callable[..., None] | None = None,
+    device: str | torch.device | None = "cpu",
 ) -> TrainResult:
     """Train ``model`` (or a fresh ``spec`` model seeded by ``config.seed``) on ``train_data``.
 
@@ -226,7 +204,7 @@ def train(
     penalty); ``recompute()`` redoes the step's forward pass on the same batch and returns the loss.
     ``stop_after`` ends this call after that epoch (a time-sliced job resumes later).
     """
-    ctx = init_distributed()
+    ctx = init_distributed(device)
     if config.batch_size % ctx.world_size:
         raise UserError(f"batch size {config.batch_size} is not divisible by {ctx.world_size} processes")
     if model is None:
@@ -261,9 +239,8 @@ def train(
             offsets, flips = augmentation_params(len(train_data), config.seed, epoch)
         net.train()
         totals = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # loss sum, correct, count
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                   disable=not (progress and ctx.is_main), unit="batch")
-        for indices in bar:
+        bar = Progress(len(batches), f"epoch {epoch + 1}/{config.epochs}", "batch", progress and ctx.is_main, lines=0)
+        for indices in batches:
             idx = torch.as_tensor(indices)
             images = train_data.images[idx]
             if config.augment:
@@ -284,7 +261,8 @@ def train(
                 after_step(model)
             totals += torch.stack([loss.detach().double() * len(idx), (logits.argmax(1) == y).sum().double(),
                                    torch.tensor(float(len(idx)), dtype=torch.float64, device=ctx.device)])
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.update(loss=round(loss.item(), 3))
+        bar.close()
         loss_sum, correct, count = all_reduce_sum(totals, ctx).tolist()
         record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / count, "train_accuracy": correct / count,
                   "epoch_time_s": time.perf_counter() - started}

@@ -2,6 +2,8 @@
 
 Each ``run(profile, data_root, out_dir)`` returns the ``results`` dict; ``run_benchmark`` wraps it
 in the common results document (GUIDE §4) and writes ``<out_dir>/results.json`` beside its plots.
+The rate–distortion benchmarks (image-rd, coinpp-rd) also write each curve in CompressAI's JSON
+shape under ``<out_dir>/rd/<dataset>/`` and plot them with one function (:mod:`.rd_results`).
 """
 
 from metacompress.bench import (coinpp_rd, image_rd, prune_at_init, quant_robustness, structured_accuracy, structured_speedup,

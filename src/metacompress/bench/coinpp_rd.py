@@ -18,6 +18,10 @@ rate of the latents alone (``payload``) is reported too, since the thesis counts
 so is the rate of the whole test set as one ``.mcza`` archive (``archive_rate``: archive bytes
 over all test samples).  CIFAR-10 also times ``archive create`` of the 1,000 test images with
 1 and 2 worker processes (and checks the two archives are byte-identical).
+Image settings also measure MS-SSIM (Kodak; CIFAR-10's 32×32 images are too small for it), audio
+the SNR. Every curve is written in CompressAI's shape (:mod:`.rd_results`) under
+``rd/<setting>/``, and ``results.json`` holds each curve's BD-rate against the setting's anchors
+(``Task.bd_anchors``: JPEG and WebP for images, MP3 and Opus for audio).
 For each base network the latents are quantized at every bit-width 3–8 (Figure 5.10a/c); the
 first base network also gives the ablations: 3 / 10 / 50 inner steps at 5 bits (C.11), and
 5 bits with and without entropy coding (C.11).  Base networks are cached in ``bases/`` of the
@@ -26,30 +30,28 @@ results folder, so a rerun only re-evaluates.
 
 from __future__ import annotations
 
-import math
 import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from metacompress.bench.runs import run_key  # noqa: E402
-from metacompress.codecs.archive import ArchiveHeader, ArchiveItem, archive_bytes, common_shape  # noqa: E402
-from metacompress.codecs.coinpp import FittedLatents, decode, encode_many, fit_datapoints, quantize_and_pack  # noqa: E402
-from metacompress.data import resolve_data_root  # noqa: E402
-from metacompress.errors import UserError  # noqa: E402
-from metacompress.data.item_sources import NpzSource  # noqa: E402
-from metacompress.dataset_archive import ArchiveSettings, create_archive  # noqa: E402
-from metacompress.inr.base_network import BaseNetwork, load_base, save_base  # noqa: E402
-from metacompress.inr.base_training import prepare_training, train_base  # noqa: E402
-from metacompress.inr.metalearning import MetaConfig  # noqa: E402
-from metacompress.bench import coinpp_tasks  # noqa: E402
+from metacompress.bench import rd_results
+from metacompress.bench.rd_results import RDResult
+from metacompress.bench.runs import run_key
+from metacompress.codecs.archive import ArchiveHeader, ArchiveItem, archive_bytes, common_shape
+from metacompress.codecs.coinpp import FittedLatents, decode, encode_many, fit_datapoints, quantize_and_pack
+from metacompress.data import resolve_data_root
+from metacompress.errors import UserError
+from metacompress.metrics import psnr_from_mse
+from metacompress.modalities.item_sources import NpzSource
+from metacompress.dataset_archive import ArchiveSettings, create_archive
+from metacompress.inr.base_network import BaseNetwork, load_base, save_base
+from metacompress.codecs.coinpp_training import prepare_training, train_base
+from metacompress.inr.metalearning import MetaConfig
+from metacompress.bench import coinpp_tasks
 
 MODALITIES = ("cifar10", "kodak", "audio", "volume", "sphere")
 BITS = (3, 4, 5, 6, 7, 8)
@@ -135,7 +137,7 @@ def run(profile: str, data_root, out_dir: Path, modality: str | None = None, **_
         fitted = fit(task, base, settings.steps)
         curve = [evaluate(task, base, fitted, bits) for bits in settings.bits]
         results["coinpp"][label] = {"recipe": asdict(recipe), "hash": base.hash, "train_time_s": train_seconds,
-                                    "training": base.config["training"], "points": curve}
+                                    "training": dict(base.config.training or {}), "points": curve}
         print(f"[coinpp-rd] {label}: " + ", ".join(f"{p['bits']} bits {p['rate']:.4g} {task.rate_unit} "
                                                   f"{p[task.quality_key]:.3g}" for p in curve), flush=True)
         if primary is None:
@@ -152,7 +154,7 @@ def run(profile: str, data_root, out_dir: Path, modality: str | None = None, **_
     results["classical"] = task.classical()
     if settings.coin_images:
         results["coin"] = task.coin(settings.coin_images, settings.coin_iterations, primary, settings.steps)
-    plot(results, task, out_dir / "rd.png")
+    report(results, task, out_dir)
     task.sheet(primary, settings.steps, out_dir / "sheet.png")
     return results
 
@@ -162,7 +164,7 @@ def trained_base(task, recipe: BaseRecipe, folder: Path) -> tuple[BaseNetwork, f
     stem = folder / run_key(task.name, recipe).replace("/", "-")
     if stem.with_suffix(".json").exists():
         base = load_base(stem)
-        return base, base.config["training"].get("time_s")
+        return base, (base.config.training or {}).get("time_s")
     started = time.perf_counter()
     settings, train, val = prepare_training(task.modality, task.train, patch=recipe.patch, width=recipe.width,
                                             depth=recipe.depth, latent_dim=recipe.latent_dim, w0=recipe.w0,
@@ -173,13 +175,14 @@ def trained_base(task, recipe: BaseRecipe, folder: Path) -> tuple[BaseNetwork, f
     def progress(iteration: int, loss: float) -> None:
         if iteration % 50 == 0:
             print(f"[coinpp-rd] {task.name} latent {recipe.latent_dim}: step {iteration}/{recipe.iterations}, "
-                  f"{10 * math.log10(1 / max(loss, 1e-12)):.2f} dB, {time.perf_counter() - started:.0f} s", flush=True)
+                  f"{psnr_from_mse(loss):.2f} dB, {time.perf_counter() - started:.0f} s", flush=True)
 
     base = train_base(settings, train, val, meta, out_dir=Path(f"{stem}.run"), resume=Path(f"{stem}.run/meta_checkpoint.json").exists(),
                       progress=progress)
-    base.config["training"]["time_s"] = round(time.perf_counter() - started, 1)
+    seconds = round(time.perf_counter() - started, 1)
+    base = base.with_config(base.config.replace(training={**base.config.training, "time_s": seconds}))
     save_base(stem, base)
-    return base, base.config["training"]["time_s"]
+    return base, seconds
 
 
 def fit(task, base: BaseNetwork, steps: int, limit: int | None = None) -> list[FittedLatents]:
@@ -193,7 +196,7 @@ def evaluate(task, base: BaseNetwork, fitted: list[FittedLatents], bits: int, en
     rates = [task.rate(len(r.data), p) for r, p in zip(results, points)]
     payload = [task.rate(r.payload_bytes, p) for r, p in zip(results, points)]
     items = [ArchiveItem(p.values.shape, r.record) for r, p in zip(results, points)]
-    header = ArchiveHeader(base.config["modality"], points[0].dtype, bits, entropy, base.hash, common_shape(items))
+    header = ArchiveHeader(base.config.modality, points[0].dtype, bits, entropy, base.hash, common_shape(items))
     archive = len(archive_bytes(header, items))
     record = {"bits": bits, "steps": fitted[0].steps, "entropy_coding": entropy, "datapoints": len(results),
               "rate": statistics.fmean(rates), "payload_rate": statistics.fmean(payload),
@@ -212,7 +215,7 @@ def archive_throughput(task, base: BaseNetwork, settings: Profile, out_dir: Path
     folder.mkdir(parents=True, exist_ok=True)
     npz = folder / "tests.npz"
     np.savez(npz, items=np.stack([p.values for _, p in task.tests]))
-    source = NpzSource(npz, base.config, None)
+    source = NpzSource(npz, base.config.data, None)
     runs, first = [], None
     for _ in range(repeats):
         for workers in settings.throughput_workers:
@@ -244,33 +247,54 @@ def decode_check(task, base: BaseNetwork, steps: int) -> dict:
             "decode_time_per_datapoint_s": seconds}
 
 
-def plot(results: dict, task, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+def rd_curves(results: dict, task) -> list[RDResult]:
+    """Every curve of ``results`` as an RD result: COIN++ per base network (and its rate as one
+    archive, for more than one test datapoint), the classical codecs, COIN, the thesis' curves."""
+    count = len(results["task"]["test_datapoints"])
+    mean = f"mean over {count} test datapoint{'s' * (count > 1)} of {task.title}"
+    keys = {task.rd_rate_key: "rate", **task.rd_qualities, "encoding_time": "encode_time_per_datapoint_s"}
+    curves = []
     for label, entry in results["coinpp"].items():
-        pts = entry["points"]
-        line, = ax.plot([p["rate"] for p in pts], [p[task.quality_key] for p in pts], "o-", label=f"COIN++ {label}")
-        if len(results["task"]["test_datapoints"]) > 1:
-            ax.plot([p["archive_rate"] for p in pts], [p[task.quality_key] for p in pts], "o--", mfc="none",
-                    color=line.get_color(), label=f"COIN++ {label}, one archive")
-    for name, pts in results["classical"].items():
-        ax.plot([p["rate"] for p in pts], [p[task.quality_key] for p in pts], "s--", ms=3, label=name)
+        recipe = entry["recipe"]
+        what = (f"COIN++ (base {entry['hash'][:12]}: latent {recipe['latent_dim']}, {recipe['depth']}×{recipe['width']}, "
+                f"{recipe['iterations']:,} meta-steps), {results['profile']['steps']} inner steps, latents at "
+                f"{'/'.join(str(p['bits']) for p in entry['points'])} bits, range-coded")
+        curves.append(RDResult.from_points(f"COIN++ {label}", f"{what}; rate of whole files; {mean}", entry["points"], keys))
+        if count > 1 and all("archive_rate" in p for p in entry["points"]):  # (runs before archives have none)
+            curves.append(RDResult.from_points(f"COIN++ {label}, one archive", f"{what}; rate of one .mcza archive of "
+                                               f"all test datapoints; {mean}", entry["points"],
+                                               keys | {task.rd_rate_key: "archive_rate"}))
+    for name, points in results["classical"].items():
+        curves.append(RDResult.from_points(coinpp_tasks.LABELS.get(name, name), f"{coinpp_tasks.LABELS.get(name, name)} "
+                                           f"at settings {[p['setting'] for p in points]}; rate of whole files; {mean}",
+                                           points, keys))
     if results.get("coin"):
-        pts = results["coin"]["points"]
-        ax.plot([p["rate"] for p in pts], [p["psnr"] for p in pts], "^:", label="COIN")
-    for name, ref in (results.get("reference") or {}).items():
-        ax.plot(ref["rate"], ref[task.quality_key], "x:", color="grey", label=name)
-    for (name, value), style in zip((results["task"].get("zero_byte") or {}).items(), (":", "-.")):
-        ax.axhline(value, color="black", lw=0.8, ls=style, label=f"{name} (0 bytes)")
-    ax.set_xlabel(task.rate_label)
-    ax.set_ylabel(task.quality_label)
-    if task.rate_unit == "ratio":
-        ax.set_xscale("log")
-        if task.quality_key == "rmse":
-            ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(f"COIN++ on {task.title} ({results['profile']['steps']} inner steps)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        curves.append(RDResult.from_points("COIN", f"COIN (16-bit weights, {results['coin']['points'][0]['iterations']:,} "
+                                           f"iterations) at two network sizes on the first "
+                                           f"{results['coin']['coin_fits'] // 2} test images", results["coin"]["points"],
+                                           keys))
+    for name, reference in (results.get("reference") or {}).items():
+        quality = next(iter(task.rd_qualities))
+        curves.append(RDResult(name, f"{name}: published figures, rate of the latents alone",
+                               {task.rd_rate_key: reference["rate"], quality: reference[task.quality_key]}))
+    return curves
+
+
+def report(results: dict, task, out_dir: Path) -> list[RDResult]:
+    """Write ``rd/<setting>/*.json`` and ``rd.png``, and put every curve's BD-rate against the
+    setting's anchors in ``results["bd_rate"]``. ``task`` may be the task's class: this uses only
+    what the class says and ``results`` (so committed results can be reported again)."""
+    curves = rd_curves(results, task)
+    anchors = [c for c in curves if c.name in {coinpp_tasks.LABELS.get(a, a) for a in task.bd_anchors}]
+    # the thesis' curves count the latents alone, on its own test sets: drawn, not measured against
+    results["bd_rate"] = rd_results.bd_rates([c for c in curves if "(thesis)" not in c.name], anchors)
+    rd_results.write_all(out_dir / "rd" / task.name, curves)
+    styles = {c.name: {"color": "grey", "ls": ":", "marker": "x"} if "(thesis)" in c.name else
+              {"color": "black", "ls": ":", "marker": "^"} if c.name == "COIN" else
+              {"ls": "--", "marker": "s", "ms": 3} for c in curves}
+    for i, label in enumerate(results["coinpp"]):  # a base network's two rates in one colour
+        styles |= {f"COIN++ {label}": {"color": f"C{i}", "lw": 2.2},
+                   f"COIN++ {label}, one archive": {"color": f"C{i}", "ls": "--", "mfc": "none"}}
+    rd_results.plot(curves, out_dir / "rd.png", title=f"COIN++ on {task.title} ({results['profile']['steps']} inner steps)",
+                    baselines=results["task"].get("zero_byte"), styles=styles)
+    return curves

@@ -7,23 +7,19 @@ import statistics
 import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from metacompress.codecs.classical import CLASSICAL_IMAGE_CODECS, Jpeg, Jpeg2000  # noqa: E402
-from metacompress.codecs.classical_audio import Mp3, Opus  # noqa: E402
-from metacompress.codecs.coinpp import Datapoint, encode_many, fit_datapoints, quantize_and_pack  # noqa: E402
-from metacompress.data.audio import list_audio, load_audio  # noqa: E402
-from metacompress.data.cifar import load_cifar_npz  # noqa: E402
-from metacompress.data.datapoints import globe_description  # noqa: E402
-from metacompress.data.globes import load_globe  # noqa: E402
-from metacompress.data.images import list_images, load_image  # noqa: E402
-from metacompress.data.volumes import load_volume  # noqa: E402
-from metacompress.modalities.metrics import psnr  # noqa: E402
-from metacompress.modalities.sphere import rmse  # noqa: E402
+from metacompress.codecs.classical import CLASSICAL_IMAGE_CODECS, Jpeg, Jpeg2000
+from metacompress.codecs.classical_audio import Mp3, Opus
+from metacompress.codecs.coinpp import Datapoint, encode_many, fit_datapoints, quantize_and_pack
+from metacompress.data.audio import list_audio, load_audio
+from metacompress.data.cifar import load_cifar_npz
+from metacompress.modalities.sphere import globe_description
+from metacompress.data.globes import load_globe
+from metacompress.data.images import list_images, load_image
+from metacompress.data.volumes import load_volume
+from metacompress.metrics import ms_ssim, psnr, rmse, snr_db
 
 # Knob settings of the classical sweeps (each gives one point: mean rate, mean quality).
 IMAGE_SWEEPS = {"jpeg": (5, 10, 20, 35, 50, 70, 90), "jpeg2000": (150.0, 80.0, 40.0, 20.0, 10.0, 5.0),
@@ -31,6 +27,8 @@ IMAGE_SWEEPS = {"jpeg": (5, 10, 20, 35, 50, 70, 90), "jpeg2000": (150.0, 80.0, 4
                 "heic": (5, 15, 30, 45, 60, 75, 90), "jxl": (5, 15, 30, 45, 60, 75, 90)}
 HELD_OUT_PHOTOS = ("108005",)  # CBSD68 source of the bundled sample photo.png
 IMAGE_CODECS = ("jpeg", "jpeg2000", "webp", "avif", "heic", "jxl")
+LABELS = {name: codec.label for name, codec in CLASSICAL_IMAGE_CODECS.items()} | {
+    "mp3": "MP3", "opus": "Opus", "jpeg2000 per slice": "JPEG 2000 per slice"}
 
 # Official COIN++ results (thesis Figures 5.9 and 5.12), rate in bpp of the latents.
 REFERENCES = {
@@ -44,9 +42,13 @@ def save_sheet(fig, axes, path: Path) -> None:
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+
+
+def mean_where_defined(values) -> float | None:
+    """The mean, or None when any value is None (MS-SSIM of images under 161 pixels a side)."""
+    values = list(values)
+    return None if any(v is None for v in values) else statistics.fmean(values)
 
 
 class Task:
@@ -57,6 +59,10 @@ class Task:
     quality_key, quality_label = "psnr", "PSNR (dB)"
     group_size = 1
     extra: dict | None = None
+    # the RD result files (bench/rd_results.py): rate key, {RD quality key: key of our records}, BD-rate anchors
+    rd_rate_key = "bpp"
+    rd_qualities = {"psnr": "psnr"}
+    bd_anchors: tuple[str, ...] = ()
 
     def __init__(self, root: Path, limit: int | None, **options):
         for key, value in options.items():  # profile options: Kodak images, volume crop
@@ -95,7 +101,7 @@ class Task:
             points = []
             for setting, codec in settings:
                 measured = [measure(codec, point) for _, point in self.tests]
-                points.append({"setting": setting} | {k: statistics.fmean(m[k] for m in measured) for k in measured[0]})
+                points.append({"setting": setting} | {k: mean_where_defined(m[k] for m in measured) for k in measured[0]})
             out[name] = sorted(points, key=lambda p: p["rate"])
         return out
 
@@ -106,19 +112,25 @@ class Task:
 class ImageTask(Task):
     modality = "image"
     sheet_count = 4
+    rd_qualities = {"psnr-rgb": "psnr", "ms-ssim-rgb": "ms-ssim"}
+    bd_anchors = ("jpeg", "webp")
 
     def classical(self) -> dict:
         def measure(codec, point):
             started = time.perf_counter()
             data = codec.encode(point.values)
             seconds = time.perf_counter() - started
-            decoded = codec.decode(data)  # a grey-looking image may come back with one channel
-            return {"rate": self.rate(len(data), point), "psnr": psnr(point.values, np.broadcast_to(decoded, point.values.shape)),
-                    "encode_time_per_datapoint_s": seconds}
+            decoded = np.broadcast_to(codec.decode(data), point.values.shape)  # a grey-looking image may come back with one channel
+            return {"rate": self.rate(len(data), point), "psnr": psnr(point.values, decoded),
+                    "ms-ssim": ms_ssim(point.values, decoded), "encode_time_per_datapoint_s": seconds}
 
         codecs = {name: [(v, CLASSICAL_IMAGE_CODECS[name](**{CLASSICAL_IMAGE_CODECS[name].knob.name: v}))
                          for v in IMAGE_SWEEPS[name]] for name in IMAGE_CODECS}
         return self.sweep(codecs, measure)
+
+    def extra_metrics(self, reconstructions, points, sizes) -> dict:
+        """MS-SSIM (None for images under 161 pixels a side, e.g. CIFAR-10)."""
+        return {"ms-ssim": mean_where_defined(ms_ssim(p.values, r) for r, p in zip(reconstructions, points))}
 
     def sheet(self, base, steps: int, path: Path) -> None:
         """Originals, COIN++ at 3 and 6 bits, and JPEG at about the same file size."""
@@ -129,7 +141,8 @@ class ImageTask(Task):
             results = quantize_and_pack(fitted, base, bits)
             rows.append((f"COIN++ {bits} bits", [r.reconstruction for r in results],
                          [f"{self.rate(len(r.data), p):.2f} bpp {r.psnr:.1f} dB" for r, p in zip(results, group)]))
-        fig, axes = plt.subplots(len(rows), len(group), figsize=(2.4 * len(group), 2.5 * len(rows)), squeeze=False)
+        fig = Figure(figsize=(2.4 * len(group), 2.5 * len(rows)), layout="tight")
+        axes = fig.subplots(len(rows), len(group), squeeze=False)
         for r, row in enumerate(rows):
             for c, image in enumerate(row[1]):
                 ax = axes[r][c]
@@ -193,6 +206,8 @@ class Audio(Task):
     name, modality, title = "audio", "audio", "speech (LibriSpeech + CMU ARCTIC, 16 kHz)"
     rate_unit, rate_label = "kbps", "kbit/s (whole file)"
     rate_hz = 16_000
+    peak = 2.0  # PSNR of audio in [-1, 1]: peak-to-peak 2, as COIN++
+    rd_rate_key, rd_qualities, bd_anchors = "kbps", {"psnr": "psnr", "snr": "snr"}, ("mp3", "opus")
 
     def load_tests(self):
         paths = list_audio(self.root / "audio" / "librispeech_test_clean") + list_audio(self.root / "audio" / "cmu_arctic")
@@ -209,7 +224,7 @@ class Audio(Task):
 
     def describe(self) -> dict:
         """With the zero-byte yardstick: the PSNR of decoding every clip as silence."""
-        silence = statistics.fmean(10 * math.log10(4.0 / float(np.mean(p.values ** 2))) for _, p in self.tests)
+        silence = statistics.fmean(psnr(p.values, np.zeros_like(p.values), self.peak) for _, p in self.tests)
         return super().describe() | {"zero_byte": {"silence": silence}}
 
     def classical(self) -> dict:
@@ -217,11 +232,14 @@ class Audio(Task):
             signal = point.values[:, 0]
             data = codec.encode(signal)
             decoded = codec.decode(data, signal.size)
-            mse = max(float(np.mean((decoded - signal) ** 2)), 1e-20)
-            return {"rate": self.rate(len(data), point), "psnr": 10 * math.log10(4.0 / mse)}  # peak-to-peak 2
+            return {"rate": self.rate(len(data), point), "psnr": psnr(signal, decoded, self.peak),
+                    "snr": snr_db(signal, decoded)}
 
         return self.sweep({"mp3": [(k, Mp3(k)) for k in (8, 16, 24, 32, 48, 64)],
                            "opus": [(level, Opus(level)) for level in (1.0, 0.97, 0.94, 0.9, 0.85)]}, measure)
+
+    def extra_metrics(self, reconstructions, points, sizes) -> dict:
+        return {"snr": statistics.fmean(snr_db(p.values, r) for r, p in zip(reconstructions, points))}
 
     def sheet(self, base, steps: int, path: Path) -> None:
         name, point = self.tests[0]
@@ -229,7 +247,8 @@ class Audio(Task):
         mp3 = Mp3(16)
         mp3_signal = mp3.decode(mp3.encode(point.values[:, 0]), point.values.shape[0])
         window = slice(point.values.shape[0] // 2, point.values.shape[0] // 2 + 800)
-        fig, ax = plt.subplots(figsize=(8, 3))
+        fig = Figure(figsize=(8, 3), layout="tight")
+        ax = fig.subplots()
         t = np.arange(800) / self.rate_hz * 1000
         ax.plot(t, point.values[window, 0], label="original", lw=1)
         ax.plot(t, result.reconstruction[window, 0], label=f"COIN++ 5 bits ({self.rate(len(result.data), point):.1f} kbps, "
@@ -238,9 +257,7 @@ class Audio(Task):
         ax.set_xlabel("ms")
         ax.set_title(f"{name}: 50 ms of speech")
         ax.legend(fontsize=7)
-        fig.tight_layout()
         fig.savefig(path, dpi=110)
-        plt.close(fig)
 
 
 class Volume(Task):
@@ -249,6 +266,7 @@ class Volume(Task):
     name, modality, title = "volume", "volume", "MRI (Colin27, skull-stripped)"
     rate_unit, rate_label = "bpv", "bits per voxel (whole file)"
     crop: int | None = None
+    rd_rate_key, bd_anchors = "bpv", ("jpeg2000 per slice",)
 
     def load_tests(self):
         volume = load_volume(self.root / "volumes" / "mricron_templates" / "ch2bet.nii.gz")
@@ -282,7 +300,8 @@ class Volume(Task):
         fitted = fit_datapoints([point], base, steps)
         results = {bits: quantize_and_pack(fitted, base, bits)[0] for bits in (3, 6)}
         middle = point.values.shape[0] // 2
-        fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+        fig = Figure(figsize=(9, 3.2), layout="tight")
+        axes = fig.subplots(1, 3)
         axes[0].imshow(point.values[middle, ..., 0], cmap="gray")
         axes[0].set_title("original (middle slice)", fontsize=8)
         for ax, (bits, result) in zip(axes[1:], results.items()):
@@ -294,9 +313,7 @@ class Volume(Task):
 
 def volume_psnr(original: np.ndarray, decoded: np.ndarray) -> float:
     """PSNR with the volume's own range as the peak (as COIN++ normalizes volumes)."""
-    peak = float(original.max()) - float(original.min()) or 1.0
-    mse = float(np.mean((decoded.astype(np.float64) - original.astype(np.float64)) ** 2))
-    return 10 * math.log10(peak * peak / max(mse, 1e-20))
+    return psnr(original, decoded, float(original.max()) - float(original.min()) or 1.0)
 
 
 class Sphere(Task):
@@ -306,6 +323,7 @@ class Sphere(Task):
     rate_unit, rate_label = "ratio", "compression ratio (float32 / file)"
     quality_key, quality_label = "rmse", "RMSE (m/s)"
     train_months = 100
+    rd_rate_key, rd_qualities, bd_anchors = "compression-ratio", {"rmse": "rmse"}, ("jpeg", "jpeg2000")
 
     def load_tests(self):
         return [(f"month{self.train_months + i + 1}", Datapoint(g, "float32"))
@@ -362,7 +380,8 @@ class Sphere(Task):
     def sheet(self, base, steps: int, path: Path) -> None:
         name, point = self.tests[0]
         result = encode_many([point], base, 5, steps)[0]
-        fig, axes = plt.subplots(2, 2, figsize=(9, 4.6))
+        fig = Figure(figsize=(9, 4.6), layout="tight")
+        axes = fig.subplots(2, 2)
         for v, label in enumerate(self.extra["variables"]):
             lo, hi = float(point.values[..., v].min()), float(point.values[..., v].max())
             axes[v][0].imshow(point.values[::-1, :, v], cmap="RdBu_r", vmin=lo, vmax=hi)

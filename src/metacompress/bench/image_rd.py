@@ -1,7 +1,7 @@
 """COIN against six classical codecs on Kodak (thesis Figures 5.5, 5.7, C.2–C.9).
 
 Every method writes real files and its bpp is 8 × bytes / pixels of those files, header included;
-PSNR is measured on the 8-bit decoded image, averaged over images (CompressAI's convention).
+PSNR and MS-SSIM are measured on the 8-bit decoded image, averaged over images (CompressAI's convention).
 Classical codecs hit each target rate by a search on their quality knob (the best quality whose
 file fits). COIN encodes with the thesis' architecture table (C.2) at 16-bit weights.
 
@@ -15,33 +15,43 @@ iteration on 2 cores. lr 2e-4 is tuned for 50k iterations, so the learning rate 
 {2e-4, 1e-3, 3e-3} after 500 iterations on a training photo (CBSD68 101085, never Kodak). What the
 budget costs in PSNR shows against the official COIN curve (50k iterations, stored as reference).
 Classical codecs run on all 24 images. Paper profile: COIN on all 24 images, 50k iterations, lr 2e-4.
+
+Besides ``results.json``, every curve is written in CompressAI's shape (:mod:`.rd_results`) under
+``rd/kodak/`` (all images: the classical codecs and the official COIN curve) and
+``rd/kodak-<images>/`` (COIN's images: COIN and the classical codecs on them), and ``results.json``
+holds the BD-rate (PSNR and MS-SSIM) of every curve against JPEG and WebP on the same images.
+Runs logged before MS-SSIM was measured get it from the same file: the stored ``.mcz`` decoded,
+a classical codec re-run at its stored knob (its PSNR checked against the log); nothing refits.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from metacompress.bench.runs import append_run, read_runs, run_key  # noqa: E402
-from metacompress.checkpoint import atomic_write_bytes  # noqa: E402
-from metacompress.codecs.classical import CLASSICAL_IMAGE_CODECS, encode_at_bpp  # noqa: E402
-from metacompress.codecs.coin import CoinConfig, coin_file, decode_image, encode_image  # noqa: E402
-from metacompress.data import list_images, load_image, resolve_data_root  # noqa: E402
-from metacompress.errors import UserError  # noqa: E402
-from metacompress.modalities.metrics import psnr  # noqa: E402
+from metacompress.bench import rd_results
+from metacompress.bench.rd_results import RDResult
+from metacompress.bench.runs import append_run, read_runs, rewrite_runs, run_key
+from metacompress.checkpoint import atomic_write_bytes
+from metacompress.codecs.classical import CLASSICAL_IMAGE_CODECS, encode_at_bpp
+from metacompress.codecs.coin import CoinConfig, coin_file, decode_image, encode_image
+from metacompress.data import list_images, load_image, resolve_data_root
+from metacompress.errors import UserError
+from metacompress.metrics import ms_ssim, psnr
 
 # Official COIN results on Kodak (bpp, PSNR dB), from the authors' released result files.
 OFFICIAL_COIN = {"bpp": [0.037, 0.074, 0.160, 0.307, 0.611, 1.209], "psnr": [22.41, 23.21, 24.64, 26.41, 28.41, 30.64]}
 CODECS = ("coin",)
 ABLATION_BITS = (8, 10, 12)
+BD_ANCHORS = ("jpeg", "webp")
+RD_KEYS = {"bpp": "bpp", "psnr-rgb": "psnr", "ms-ssim-rgb": "ms-ssim", "encoding_time": "encoding_time",
+           "decoding_time": "decoding_time"}  # CompressAI key → key of our curves
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,8 @@ def run(profile: str, data_root, out_dir: Path, codec: str = "coin") -> dict:
     for image, per_rate in coin.items():
         for rate, record in per_rate.items():
             record["seconds_to_jpeg_psnr"] = seconds_to_reach(record, classical["jpeg"][image][rate]["psnr"])
+    if read_runs(log) != done:  # MS-SSIM added to runs logged before it was measured
+        rewrite_runs(log, done)
 
     results = {
         "settings": asdict(settings) | {"coin_images": coin_names, "classical_images": list(images), "lr": lr},
@@ -96,7 +108,17 @@ def run(profile: str, data_root, out_dir: Path, codec: str = "coin") -> dict:
         "coin_encoding": encoding_summary(coin, settings.rates),
         "per_image": {"coin": coin, **classical},
     }
-    plot_rate_distortion(results, out_dir / "rd.png")
+    curves = rd_curves(results)
+    anchors = {CLASSICAL_IMAGE_CODECS[name].label for name in BD_ANCHORS}
+    results["bd_rate"] = {dataset: rd_results.bd_rates(found, [c for c in found if c.name in anchors])
+                          for dataset, found in curves.items()}
+    styles = {"COIN": {"color": "black", "lw": 2.5}, "COIN official": {"color": "black", "ls": "--", "marker": "x"}}
+    official = curves["kodak"][-1]  # on all 24 images: drawn beside COIN's images too, for reference
+    for (dataset, found), png in zip(curves.items(), ("rd.png", "rd_all_images.png")):
+        rd_results.write_all(out_dir / "rd" / dataset, found)
+        title = f"all {len(images)} Kodak images" if dataset == "kodak" else f"Kodak: {', '.join(coin_names)}"
+        rd_results.plot(found + [official] * (official not in found), out_dir / png, title=title,
+                        xlim=(0, 1.15 * max(settings.rates)), styles=styles)
     plot_fit(coin, classical["jpeg"], settings.rates, out_dir / "fit.png")
     sheet_image, sheet_rate = settings.sheet
     if sheet_image in coin and sheet_rate in coin[sheet_image]:
@@ -116,9 +138,13 @@ def classical_record(name: str, image_name: str, image: np.ndarray, rate: float,
         decoding_time, decoded = timed(codec.decode, data)
         pixels = image.shape[0] * image.shape[1]
         done[key] = append_run(log, key, {
-            "bpp": 8 * len(data) / pixels, "psnr": psnr(image, decoded), "knob": knob,
-            "encoding_time": encoding_time, "decoding_time": decoding_time, "search_time": search_s})
+            "bpp": 8 * len(data) / pixels, "psnr": psnr(image, decoded), "ms-ssim": ms_ssim(image, decoded),
+            "knob": knob, "encoding_time": encoding_time, "decoding_time": decoding_time, "search_time": search_s})
         print(f"{name} {image_name} @ {rate}: {done[key]['bpp']:.4f} bpp, {done[key]['psnr']:.2f} dB", flush=True)
+    elif "ms-ssim" not in done[key]:  # logged before MS-SSIM: the same file again, at the stored knob
+        codec = CLASSICAL_IMAGE_CODECS[name](done[key]["knob"])
+        data = codec.encode(image)
+        done[key] = with_ms_ssim(done[key], image, codec.decode(data), 8 * len(data) / (image.shape[0] * image.shape[1]))
     return strip_key(done[key])
 
 
@@ -154,14 +180,27 @@ def coin_record(settings: Profile, lr: float, image_name: str, image: np.ndarray
         pixels = image.shape[0] * image.shape[1]
         done[key] = append_run(log, key, {
             "file": str(file), "bpp": 8 * len(result.data) / pixels, "psnr": psnr(image, decoded),
-            "bits_ablation": bits_ablation(result.fitted_model, image),
+            "ms-ssim": ms_ssim(image, decoded), "bits_ablation": bits_ablation(result.fitted_model, image),
             "depth": result.depth, "width": result.width, "best_fit_psnr": result.best_fit_psnr,
             "best_iteration": result.best_iteration, "iterations": result.iterations_run,
             "encoding_time": result.seconds, "decoding_time": decoding_time,
             "iterations_per_s": result.iterations_run / result.seconds, "history": result.history})
         print(f"coin {image_name} @ {rate}: {done[key]['bpp']:.4f} bpp, {done[key]['psnr']:.2f} dB "
               f"({result.seconds:.0f} s)", flush=True)
+    elif "ms-ssim" not in done[key]:  # logged before MS-SSIM: decode the stored file
+        data = (out_dir / file).read_bytes()
+        done[key] = with_ms_ssim(done[key], image, decode_image(data), 8 * len(data) / (image.shape[0] * image.shape[1]))
     return strip_key(done[key])
+
+
+def with_ms_ssim(record: dict, image: np.ndarray, decoded: np.ndarray, bpp: float) -> dict:
+    """``record`` with the MS-SSIM of ``decoded``, once its PSNR shows it is the logged decoding, and
+    the bpp of the file as it is now (COIN's files were re-packed into the smaller .mcz format 2
+    after they were logged: the same weights in 4 bytes less)."""
+    if not math.isclose(psnr(image, decoded), record["psnr"], rel_tol=1e-9):
+        raise UserError(f"{record['key']}: the file does not decode to the logged image ({psnr(image, decoded):.3f} dB, "
+                        f"logged {record['psnr']:.3f}); delete runs.jsonl to measure again")
+    return record | {"bpp": bpp, "ms-ssim": ms_ssim(image, decoded)}
 
 
 def bits_ablation(model, image: np.ndarray) -> dict:
@@ -195,9 +234,43 @@ def seconds_to_reach(record: dict, target_psnr: float) -> float | None:
 
 
 def curve(per_image: dict, rates) -> dict:
-    """CompressAI's shape: one value per rate, each the mean over images."""
+    """CompressAI's shape: one value per rate, each the mean over images (MS-SSIM where every image
+    has one: none under 161 pixels a side)."""
+    fields = ["bpp", "psnr", "ms-ssim", "encoding_time", "decoding_time"]
+    records = [per_image[i][rate] for i in per_image for rate in rates]
+    if not all(r.get("ms-ssim") is not None for r in records):
+        fields.remove("ms-ssim")
     return {field: [statistics.fmean(per_image[i][rate][field] for i in per_image) for rate in rates]
-            for field in ("bpp", "psnr", "encoding_time", "decoding_time")}
+            for field in fields}
+
+
+def rd_curves(results: dict) -> dict[str, list[RDResult]]:
+    """The curves of ``results`` as RD results, by dataset: ``kodak`` (all images, the official COIN
+    curve last) and, when COIN ran on fewer, ``kodak-<its images>`` first."""
+    settings = results["settings"]
+    coin_names, every = settings["coin_images"], settings["classical_images"]
+    images = "mean over {} Kodak images; bpp of whole files, PSNR/MS-SSIM of the 8-bit decoding"
+
+    def classical(curves: dict, count: int) -> list[RDResult]:
+        codecs = [CLASSICAL_IMAGE_CODECS[name] for name in curves if name != "coin"]
+        return [RDResult.from_points(codec.label, f"{codec.label} (Pillow) at the best {codec.knob.name} whose file fits "
+                                                  f"each target rate; " + images.format(count), points(curves[codec.name]),
+                                     RD_KEYS) for codec in codecs]
+
+    coin = RDResult.from_points("COIN", f"COIN (16-bit weights, {settings['iterations']:,} iterations, lr "
+                                        f"{settings['lr']:g}); " + images.format(len(coin_names)),
+                                points(results["coin_images"]["coin"]), RD_KEYS)
+    official = RDResult("COIN official", "COIN's released results: 24 Kodak images, 50k iterations",
+                        {"bpp": results["official_coin"]["bpp"], "psnr-rgb": results["official_coin"]["psnr"]})
+    if coin_names == every:
+        return {"kodak": [coin, *classical(results["all_images"], len(every)), official]}
+    return {"kodak-" + "-".join(coin_names): [coin, *classical(results["coin_images"], len(coin_names))],
+            "kodak": classical(results["all_images"], len(every)) + [official]}
+
+
+def points(curve: dict) -> list[dict]:
+    """{field: [one value per rate]} → [{field: value} per rate]."""
+    return [dict(zip(curve, values)) for values in zip(*curve.values())]
 
 
 def encoding_summary(coin: dict, rates) -> dict:
@@ -218,32 +291,11 @@ def encoding_summary(coin: dict, rates) -> dict:
 
 # --- plots ---------------------------------------------------------------------------------------
 
-def plot_rate_distortion(results: dict, path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
-    subset = results["settings"]["coin_images"]
-    panels = [(axes[0], results["coin_images"], f"{len(subset)} Kodak images ({', '.join(subset)})"),
-              (axes[1], results["all_images"], f"all {len(results['settings']['classical_images'])} Kodak images")]
-    iterations = results["settings"]["iterations"]
-    for ax, curves, title in panels:
-        for name, c in curves.items():
-            style = dict(marker="o", lw=2.5, color="black") if name == "coin" else dict(marker=".", lw=1)
-            label = f"COIN (ours, {iterations:,} iterations)" if name == "coin" else name
-            ax.plot(c["bpp"], c["psnr"], label=label, **style)
-        ax.plot(OFFICIAL_COIN["bpp"], OFFICIAL_COIN["psnr"], "k--", marker="x",
-                label="COIN official (24 images, 50k iterations)")
-        ax.set(title=title, xlabel="bits per pixel (file bytes)", xlim=(0, 0.7))
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("PSNR (dB, 8-bit)")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def plot_fit(coin: dict, jpeg: dict, rates, path: Path) -> None:
     """PSNR of COIN's fit against iterations, with JPEG at the same rate (thesis Figure 5.7)."""
-    fig, axes = plt.subplots(1, len(rates), figsize=(4 * len(rates), 3.6), sharey=True)
-    for ax, rate in zip(np.atleast_1d(axes), rates):
+    fig = Figure(figsize=(4 * len(rates), 3.6), layout="tight")
+    axes = fig.subplots(1, len(rates), sharey=True, squeeze=False)[0]
+    for ax, rate in zip(axes, rates):
         for i, image in enumerate(coin):
             its, values = zip(*coin[image][rate]["history"])
             color = f"C{i}"
@@ -251,11 +303,9 @@ def plot_fit(coin: dict, jpeg: dict, rates, path: Path) -> None:
             ax.axhline(jpeg[image][rate]["psnr"], color=color, ls=":", lw=1)
         ax.set(title=f"{rate} bpp (dotted: JPEG)", xlabel="iteration")
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("PSNR of the fit (dB)")
-    np.atleast_1d(axes)[0].legend(fontsize=8)
-    fig.tight_layout()
+    axes[0].set_ylabel("PSNR of the fit (dB)")
+    axes[0].legend(fontsize=8)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_sheet(image: np.ndarray, coin_file: Path, jpeg_quality: int, path: Path) -> None:
@@ -265,7 +315,8 @@ def plot_sheet(image: np.ndarray, coin_file: Path, jpeg_quality: int, path: Path
     jpeg_data = jpeg_codec.encode(image)
     jpeg = jpeg_codec.decode(jpeg_data)
     pixels = image.shape[0] * image.shape[1]
-    fig, axes = plt.subplots(2, 3, figsize=(15, 7))
+    fig = Figure(figsize=(15, 7), layout="tight")
+    axes = fig.subplots(2, 3)
     panels = [(image, "original"),
               (coin, f"COIN {8 * coin_file.stat().st_size / pixels:.3f} bpp, {psnr(image, coin):.2f} dB"),
               (jpeg, f"JPEG {8 * len(jpeg_data) / pixels:.3f} bpp, {psnr(image, jpeg):.2f} dB")]
@@ -280,6 +331,4 @@ def plot_sheet(image: np.ndarray, coin_file: Path, jpeg_quality: int, path: Path
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -20,19 +20,16 @@ import statistics
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from metacompress.bench.runs import append_run, mean_std, read_runs, run_key, training_subset  # noqa: E402
-from metacompress.cost import median_seconds, sgd_step  # noqa: E402
-from metacompress.measure import peak_tensor_bytes  # noqa: E402
-from metacompress.models import model_from_spec  # noqa: E402
-from metacompress.pruning.experiment import PruneSettings, prune_and_train, prune_model  # noqa: E402
-from metacompress.recipes import load_experiment_data, spec_for  # noqa: E402
-from metacompress.training import TrainConfig, shuffled_batches  # noqa: E402
+from metacompress.bench.runs import append_run, mean_std, read_runs, run_key, training_subset
+from metacompress.cost import median_seconds, sgd_step
+from metacompress.measure import peak_tensor_bytes
+from metacompress.models import model_from_spec
+from metacompress.pruning.experiment import PruneSettings, prune_and_train, prune_model
+from metacompress.recipes import load_experiment_data, spec_for
+from metacompress.training import TrainConfig, shuffled_batches
 
 COST_MODEL = ("resnet20", "cifar10")  # where ProsPr's cost is measured against a training step
 SPARSITIES_PAPER = tuple(round(1 - 0.8**k, 4) for k in range(1, 19))  # Table A.2's columns
@@ -186,7 +183,8 @@ def prospr_cost(data_root, model_name: str, dataset: str, batch_size: int = 128,
 
 def plot(results: dict, path: Path) -> None:
     panels = [(name, r) for name, r in results.items() if isinstance(r, dict) and "methods" in r]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    fig = Figure(figsize=(5.5 * len(panels), 4.2), layout="tight")
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, summary) in zip(axes[0], panels):
         for variant, row in summary["methods"].items():
             x = [-math.log(1 - s) for s in row["sparsity"]]
@@ -204,9 +202,7 @@ def plot(results: dict, path: Path) -> None:
                                                                      name.startswith("meta") else ""), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def thesis_rows(results: dict, panel: str) -> dict:

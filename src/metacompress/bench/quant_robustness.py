@@ -33,28 +33,25 @@ import statistics
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import matplotlib
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from metacompress.bench.runs import append_run, mean_std, read_runs, run_key, training_subset  # noqa: E402
-from metacompress.cost import median_seconds  # noqa: E402
-from metacompress.data import train_val_split  # noqa: E402
-from metacompress.errors import UserError  # noqa: E402
-from metacompress.measure import peak_tensor_bytes  # noqa: E402
-from metacompress.models import create_model, module_mode  # noqa: E402
-from metacompress.quantization.diagnostics import (gradient_norms, induced_loss, quantization_kl,  # noqa: E402
+from metacompress.bench.runs import append_run, mean_std, read_runs, run_key, training_subset
+from metacompress.cost import median_seconds
+from metacompress.data import train_val_split
+from metacompress.errors import UserError
+from metacompress.measure import peak_tensor_bytes
+from metacompress.models import create_model, module_mode
+from metacompress.quantization.diagnostics import (gradient_norms, induced_loss, quantization_kl,
                                                     test_batches)
-from metacompress.quantization.evaluation import calibration_batches, config_label, ptq_accuracies  # noqa: E402
-from metacompress.quantization.ptq import quantize_model  # noqa: E402
-from metacompress.quantization.qat import requantize_weights, ste_finetune  # noqa: E402
-from metacompress.quantization.regularizers import (Regularizer, balanced_lambda, recorded_activations,  # noqa: E402
+from metacompress.quantization.evaluation import calibration_batches, config_label, ptq_accuracies
+from metacompress.quantization.ptq import quantize_model
+from metacompress.quantization.qat import requantize_weights, ste_finetune
+from metacompress.quantization.regularizers import (Regularizer, balanced_lambda, recorded_activations,
                                                     regularizer_for)
-from metacompress.recipes import load_experiment_data, spec_for  # noqa: E402
-from metacompress.training import TrainConfig, evaluate, shuffled_batches, train  # noqa: E402
+from metacompress.recipes import load_experiment_data, spec_for
+from metacompress.training import TrainConfig, evaluate, shuffled_batches, train
 
 THESIS_CONFIGS = ((None, None), (8, 4), (6, 4), (4, 4))  # thesis Table 4.1 columns
 # Lower widths too: the briefly trained CPU-profile networks barely degrade at (4,4).
@@ -294,7 +291,8 @@ def diagnostics(model, test_data, calibration, seed, batches: int = 10) -> dict:
 
 def plot_table(results: dict, path: Path) -> None:
     models = results["models"]
-    fig, axes = plt.subplots(len(models), 1, figsize=(12, 4 * len(models)), squeeze=False)
+    fig = Figure(figsize=(12, 4 * len(models)), layout="tight")
+    axes = fig.subplots(len(models), 1, squeeze=False)
     for ax, (name, model) in zip(axes[:, 0], models.items()):
         rows = list(model["table"])
         labels = [config_label(w, a) for w, a in CONFIGS]
@@ -308,14 +306,13 @@ def plot_table(results: dict, path: Path) -> None:
         ax.set_title(f"{name}: accuracy after post-training quantization (w, a)", fontsize=9)
         ax.legend(fontsize=7, ncol=2)
         ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_diagnostics(results: dict, path: Path) -> None:
     models = {n: m["diagnostics"] for n, m in results["models"].items()}
-    fig, axes = plt.subplots(len(models), 3, figsize=(15, 4 * len(models)), squeeze=False)
+    fig = Figure(figsize=(15, 4 * len(models)), layout="tight")
+    axes = fig.subplots(len(models), 3, squeeze=False)
     for row, (name, diag) in zip(axes, models.items()):
         for kind, style in (("none", "o"), ("l1", "x")):
             norms = diag[kind]["gradient_norms"]
@@ -332,6 +329,4 @@ def plot_diagnostics(results: dict, path: Path) -> None:
         for ax in row:
             ax.legend(fontsize=7)
             ax.grid(alpha=0.3)
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from metacompress.checkpoint import atomic_write_bytes
 from metacompress.data import ClassificationData
 
 
@@ -31,6 +32,12 @@ def append_run(log: Path, key: str, record: dict) -> dict:
     with open(log, "a") as f:
         f.write(json.dumps(record) + "\n")
     return record
+
+
+def rewrite_runs(log: Path, done: dict) -> None:
+    """Replace ``log`` by the records of ``done`` (one line per key, in order): for records that
+    gained a field later, without appending a second copy of each."""
+    atomic_write_bytes(log, "".join(json.dumps(record) + "\n" for record in done.values()).encode())
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

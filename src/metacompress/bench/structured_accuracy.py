@@ -14,16 +14,13 @@ batch 128) on a user-supplied full CIFAR-10, 5 seeds, with the thesis' numbers s
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from metacompress.bench.runs import append_run, mean_std, read_runs, run_key, training_subset  # noqa: E402
-from metacompress.errors import UserError  # noqa: E402
-from metacompress.pruning.experiment import PruneSettings, prune_and_train  # noqa: E402
-from metacompress.recipes import load_experiment_data, spec_for  # noqa: E402
-from metacompress.training import TrainConfig  # noqa: E402
+from metacompress.bench.runs import append_run, mean_std, read_runs, run_key, training_subset
+from metacompress.errors import UserError
+from metacompress.pruning.experiment import PruneSettings, prune_and_train
+from metacompress.recipes import load_experiment_data, spec_for
+from metacompress.training import TrainConfig
 
 # label → (criterion, PruneSettings overrides)
 VARIANTS = {
@@ -134,7 +131,8 @@ def summarize(study: Study, runs: list[dict]) -> dict:
 
 def plot(results: dict, path: Path) -> None:
     panels = [r for r in results.values() if isinstance(r, dict) and "methods" in r]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    fig = Figure(figsize=(5.5 * len(panels), 4), layout="tight")
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, summary in zip(axes[0], panels):
         for variant, row in summary["methods"].items():
             if row["fraction"]:
@@ -145,6 +143,4 @@ def plot(results: dict, path: Path) -> None:
         ax.set_title(f"{summary['model']} / {summary['dataset']}, structured", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -19,19 +19,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from metacompress.bench.runs import training_subset  # noqa: E402
-from metacompress.cost import compare_prediction_seconds, cost_report  # noqa: E402
-from metacompress.errors import UserError  # noqa: E402
-from metacompress.models import model_from_spec  # noqa: E402
-from metacompress.pruning.api import prune_channels_at_init  # noqa: E402
-from metacompress.recipes import load_experiment_data, spec_for  # noqa: E402
-from metacompress.training import TrainConfig, channel_stats, normalize, shuffled_batches, train  # noqa: E402
+from metacompress.bench.runs import training_subset
+from metacompress.cost import compare_prediction_seconds, cost_report
+from metacompress.errors import UserError
+from metacompress.models import model_from_spec
+from metacompress.pruning.api import prune_channels_at_init
+from metacompress.recipes import load_experiment_data, spec_for
+from metacompress.training import TrainConfig, channel_stats, normalize, shuffled_batches, train
 
 # label → (fraction of FLOPs removed, compute-aware); None = the unpruned network
 CONFIGS = {"original": None, "3sp-50": (0.5, False), "3sp-ca-50": (0.5, True),
@@ -119,7 +116,8 @@ def add_speedups(rows: dict) -> None:
 
 def plot(results: dict, path: Path) -> None:
     models = results["models"]
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
+    fig = Figure(figsize=(6 * len(models), 4), layout="tight")
+    axes = fig.subplots(1, len(models), squeeze=False)
     kinds = ("flops", "cpu_prediction", "cpu_prediction_1thread", "cpu_train_step", "size")
     for ax, (name, rows) in zip(axes[0], models.items()):
         labels = [label for label, row in rows.items() if "speedup" in row and label != "original"]
@@ -136,6 +134,4 @@ def plot(results: dict, path: Path) -> None:
         ax.set_yscale("log")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -10,14 +10,11 @@ and VGG-16, 3 seeds.
 import statistics
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from metacompress.data import load_classification  # noqa: E402
-from metacompress.recipes import FINAL_SPLITS, default_config, load_experiment_data, spec_for  # noqa: E402
-from metacompress.training import evaluate, train  # noqa: E402
+from metacompress.data import load_classification
+from metacompress.recipes import FINAL_SPLITS, default_config, load_experiment_data, spec_for
+from metacompress.training import evaluate, train
 
 PROFILES = {
     "cpu": {"mnist": {"model": "lenet5", "epochs": 2, "seeds": (0, 1, 2)},
@@ -65,7 +62,8 @@ def run(profile: str, data_root, out_dir: Path) -> dict:
 
 
 def plot(results: dict, path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4), layout="tight")
+    axes = fig.subplots(1, 2)
     for name, summary in results.items():
         ax = axes[0] if name.endswith("cifar10") else axes[1]
         for run in summary["runs"]:
@@ -80,6 +78,4 @@ def plot(results: dict, path: Path) -> None:
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

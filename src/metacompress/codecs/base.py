@@ -1,4 +1,4 @@
-"""The Codec interface and the ``.mcz`` container every neural codec writes.
+"""The ``.mcz`` container every neural codec writes (the Codec interface is in ``codecs.codec``).
 
 Layout (all integers unsigned; ``uvarint`` is LEB128, at most 5 bytes)::
 
@@ -22,9 +22,6 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Protocol
-
-import numpy as np
 
 from metacompress.errors import FormatError
 
@@ -46,16 +43,6 @@ DECODE_MACS_PER_BYTE = 1 << 24
 CRC_BYTES = 4
 _SHAPE_STORED = 0x40
 _MAX_VARINT_BYTES = 5
-
-
-class Codec(Protocol):
-    """Every codec, ours and classical, is used the same way (GUIDE §2)."""
-
-    name: str
-
-    def encode(self, x: np.ndarray) -> bytes: ...
-
-    def decode(self, data: bytes) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)

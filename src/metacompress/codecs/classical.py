@@ -23,6 +23,7 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image, features
 
+from metacompress.codecs.codec import Codec
 from metacompress.errors import FormatError, UserError
 
 _RATIO_STEPS = 20
@@ -69,11 +70,10 @@ class Knob:
         return value
 
 
-class _PillowCodec:
+class _PillowCodec(Codec):
     """Shared plumbing: check the array, save it with Pillow, read it back as (H, W, C) uint8."""
 
-    name: ClassVar[str]
-    label: ClassVar[str]
+    modality = "image"
     pillow_format: ClassVar[str]
     knob: ClassVar[Knob]
 
@@ -113,6 +113,7 @@ class Jpeg(_PillowCodec):
     """Baseline JPEG (libjpeg via Pillow) with optimised Huffman tables and default 4:2:0 chroma."""
 
     name = "jpeg"
+    suffix = ".jpg"
     label = "JPEG"
     pillow_format = "JPEG"
     knob = Knob("quality", 0, 100, integer=True, bigger_files_upward=True)
@@ -133,6 +134,7 @@ class Jpeg2000(_PillowCodec):
     """
 
     name = "jpeg2000"
+    suffix = ".j2k"
     label = "JPEG 2000"
     pillow_format = "JPEG2000"
     knob = Knob("ratio", 1.0, 2000.0, integer=False, bigger_files_upward=False)
@@ -161,6 +163,7 @@ class WebP(_PillowCodec):
     """
 
     name = "webp"
+    suffix = ".webp"
     label = "WebP"
     pillow_format = "WEBP"
     knob = Knob("quality", 0, 100, integer=True, bigger_files_upward=True)
@@ -185,6 +188,7 @@ class Avif(_PillowCodec):
     """
 
     name = "avif"
+    suffix = ".avif"
     label = "AVIF"
     pillow_format = "AVIF"
     knob = Knob("quality", 0, 100, integer=True, bigger_files_upward=True)
@@ -206,6 +210,7 @@ class Heic(_PillowCodec):
     """
 
     name = "heic"
+    suffix = ".heic"
     label = "HEIC"
     knob = Knob("quality", 0, 100, integer=True, bigger_files_upward=True)
 
@@ -231,6 +236,7 @@ class JpegXL(_PillowCodec):
     """
 
     name = "jxl"
+    suffix = ".jxl"
     label = "JPEG XL"
     pillow_format = "JXL"
     knob = Knob("quality", 0, 99, integer=True, bigger_files_upward=True)

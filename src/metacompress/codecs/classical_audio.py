@@ -15,6 +15,7 @@ import io
 import numpy as np
 import soundfile
 
+from metacompress.codecs.codec import Codec, Encoded
 from metacompress.errors import FormatError, UserError
 
 # LAME's encoder delay (576) + the layer III decoder delay (529), which libsndfile leaves in;
@@ -34,8 +35,18 @@ def _aligned(decoded: np.ndarray, length: int, delay: int) -> np.ndarray:
     return np.pad(out, (0, length - out.size)).astype(np.float32)
 
 
-class Mp3:
-    name, label = "mp3", "MP3"
+class _AudioCodec(Codec):
+    """Shared by MP3 and Opus: ``compress`` gives the reconstruction aligned to the input's length."""
+
+    modality = "audio"
+
+    def compress(self, x: np.ndarray) -> Encoded:
+        data = self.encode(x)
+        return Encoded(data, self.decode(data, len(x)))
+
+
+class Mp3(_AudioCodec):
+    name, label, suffix = "mp3", "MP3", ".mp3"
 
     def __init__(self, kbps: int = 32, sample_rate: int = 16_000):
         if kbps not in MP3_BITRATES:
@@ -64,10 +75,10 @@ class Mp3:
         return _aligned(decoded, length, MP3_DELAY)
 
 
-class Opus:
+class Opus(_AudioCodec):
     """Opus in Ogg; the knob is libsndfile's compression level in [0, 1] (0 = highest bitrate)."""
 
-    name, label = "opus", "Opus"
+    name, label, suffix = "opus", "Opus", ".opus"
 
     def __init__(self, level: float = 0.5, sample_rate: int = 16_000):
         if not 0.0 <= level <= 1.0:

@@ -4,6 +4,18 @@ Encoding fits ``Siren(2 → width × depth → C)`` to the pixels with Adam (lr 
 MSE), keeps the weights of the iteration with the best 8-bit PSNR, and writes them as fp16 or as
 b-bit uniform symbols.  Decoding evaluates the network on a pixel grid — at any resolution, or
 only on a region.
+
+File body (after the ``.mcz`` header of ``codecs.base``, which stores the image shape)::
+
+    depth    uvarint   sine layers (1–64)
+    width    uvarint   units per layer (1–4096)
+    bits     1 byte    16: fp16 weights; 2–15: uniform symbols
+    w0       2 bytes   ω₀ as fp16
+    payload  16 bits: every tensor in state-dict order as little-endian fp16; b bits: per tensor
+             (low, step) as two float32, then all symbols bit-packed at b bits, most significant
+             bit first, padded with zero bits to a byte
+
+The payload length follows from the architecture, so it is checked, not stored.
 """
 
 from __future__ import annotations
@@ -19,12 +31,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metacompress.codecs.base import DECODE_MACS_PER_BYTE, Container, check_decode_work, check_output_samples, encode_uvarint, pack, read_uvarint, unpack
+from metacompress.codecs.base import (DECODE_MACS_PER_BYTE, Container, check_decode_work, check_output_samples,
+                                      encode_uvarint, pack, read_uvarint, unpack)
+from metacompress.codecs.bitpack import pack_bits, unpack_bits
+from metacompress.codecs.codec import Codec, Encoded
 from metacompress.errors import FormatError, UserError
 from metacompress.inr.siren import Siren
 from metacompress.modalities.image import (Region, check_region, features_to_image, image_features,
                                            pixel_coordinates, scaled_size)
-from metacompress.modalities.metrics import psnr
+from metacompress.metrics import psnr, psnr_from_mse
+from metacompress.modalities.spec import Datapoint
+from metacompress.rng import keeps_global_rng
 
 # Thesis Appendix C.2: (sine layers, width) per bpp for 768×512 RGB Kodak images at 16 bits.
 KODAK_ARCHITECTURES = {0.07: (5, 20), 0.15: (5, 30), 0.3: (10, 28), 0.6: (10, 40), 1.2: (13, 49)}
@@ -66,11 +83,17 @@ class CoinResult:
     iterations_run: int
     seconds: float
     history: list[tuple[int, float]] = field(default_factory=list)  # (iteration, 8-bit PSNR)
+    reconstruction: np.ndarray | None = field(default=None, repr=False)  # exactly what decoding gives
 
 
+@keeps_global_rng
 def encode_image(image: np.ndarray, config: CoinConfig = CoinConfig(),
-                 progress: Callable[[int, float, float], None] | None = None) -> CoinResult:
-    """Fit, quantize and serialize one uint8 (H, W, C) image; ``progress(iteration, psnr, best)``."""
+                 progress: Callable[[int, float, float], None] | None = None,
+                 device: str | torch.device = "cpu") -> CoinResult:
+    """Fit, quantize and serialize one uint8 (H, W, C) image; ``progress(iteration, psnr, best)``.
+
+    The network is fitted on ``device``; the reconstruction is rendered on the CPU, as ``decode``
+    renders by default, so it is exactly what decoding the file gives there."""
     height, width_px, channels = check_image(image)
     check_bits(config.bits)
     depth, width = (config.depth, config.width) if config.depth is not None and config.width is not None else \
@@ -80,8 +103,8 @@ def encode_image(image: np.ndarray, config: CoinConfig = CoinConfig(),
     check_plausible(height * width_px, siren_parameters(depth, width, channels), UserError,
                     f"a {depth}×{width} SIREN for a {width_px}×{height} image")
     torch.manual_seed(config.seed)
-    model = Siren(2, width, depth, channels, w0=config.w0)
-    coords, target = pixel_coordinates(height, width_px), image_features(image)
+    model = Siren(2, width, depth, channels, w0=config.w0).to(device)
+    coords, target = pixel_coordinates(height, width_px).to(device), image_features(image).to(device)
     started = time.perf_counter()
     fit = fit_siren(model, coords, target, config.iterations, config.lr, config.patience, progress)
     model.load_state_dict(fit.best_state)
@@ -92,7 +115,7 @@ def encode_image(image: np.ndarray, config: CoinConfig = CoinConfig(),
                     "decode it with --max-work 0", len(data))
     decoded = render(decoded_model, height, width_px)
     return CoinResult(data, decoded_model, model, depth, width, psnr(image, decoded), fit.best_psnr, fit.best_iteration,
-                      fit.iterations_run, time.perf_counter() - started, fit.history)
+                      fit.iterations_run, time.perf_counter() - started, fit.history, decoded)
 
 
 def coin_file(model: Siren, shape: tuple[int, int, int], bits: int) -> bytes:
@@ -140,7 +163,7 @@ def fit_siren(model: Siren, coords: torch.Tensor, target: torch.Tensor, iteratio
             with torch.no_grad():
                 rounded = torch.round(output.clamp(0.0, 1.0) * 255.0) / 255.0
                 rounded_error += F.mse_loss(rounded, y, reduction="sum").item()
-        current = -10.0 * math.log10(max(rounded_error / values, 1e-12))
+        current = psnr_from_mse(max(rounded_error / values, 1e-12))
         if current > best_psnr:
             best_psnr, best_iteration = current, iteration
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -244,7 +267,7 @@ def clipping_stds(bits: int) -> float:
 
 def quantize_weights(model: Siren, bits: int) -> bytes:
     """The payload for ``model``'s weights; each weight matrix and each bias has its own range."""
-    tensors = [t.detach().reshape(-1).double().numpy() for t in model.state_dict().values()]
+    tensors = [t.detach().reshape(-1).double().cpu().numpy() for t in model.state_dict().values()]
     if bits == 16:
         return np.concatenate(tensors).astype("<f2").tobytes()
     ranges, symbols = bytearray(), []
@@ -282,23 +305,11 @@ def dequantize_weights(payload: bytes, shapes: list[tuple[int, ...]], bits: int,
         ranges = np.frombuffer(payload[:8 * len(shapes)], dtype="<f4").astype(np.float64).reshape(-1, 2)
         if not np.all(np.isfinite(ranges)):
             raise FormatError(f"{source}: corrupt quantizer ranges")
-        symbols = unpack_bits(payload[8 * len(shapes):], sum(counts), bits)
+        symbols = unpack_bits(payload[8 * len(shapes):], sum(counts), bits, source)
         low = np.repeat(ranges[:, 0], counts)
         step = np.repeat(ranges[:, 1], counts)
         flat = (low + symbols * step).astype(np.float32)
     return [a.reshape(s) for a, s in zip(np.split(flat, np.cumsum(counts)[:-1]), shapes)]
-
-
-def pack_bits(symbols: np.ndarray, bits: int) -> bytes:
-    """Unsigned ``bits``-bit integers, most significant bit first, padded to whole bytes."""
-    as_bits = np.unpackbits(symbols.astype(">u2").view(np.uint8)).reshape(-1, 16)[:, 16 - bits:]
-    return np.packbits(as_bits.reshape(-1)).tobytes()
-
-
-def unpack_bits(data: bytes, count: int, bits: int) -> np.ndarray:
-    as_bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[:count * bits].reshape(count, bits)
-    padded = np.concatenate([np.zeros((count, 16 - bits), dtype=np.uint8), as_bits], axis=1)
-    return np.packbits(padded.reshape(-1)).view(">u2").astype(np.int64)
 
 
 # --- the container's config field ------------------------------------------------------------------
@@ -343,7 +354,8 @@ def model_from_container(container: Container, source: str = "input") -> Siren:
 def render(model: Siren, height: int, width: int, region: Region | None = None,
            output_size: tuple[int, int] | None = None) -> np.ndarray:
     """The network's 8-bit image of a ``height``×``width`` original, resampled to ``output_size`` and
-    cut to ``region`` if given; evaluated in row blocks so memory stays bounded."""
+    cut to ``region`` if given; evaluated in row blocks (on the model's device) so memory stays bounded."""
+    device = next(model.parameters()).device
     out_h, out_w = output_size or (height, width)
     x0, y0, x1, y1 = check_region(region, out_h, out_w) if region else (0, 0, out_w, out_h)
     out = np.empty((y1 - y0, x1 - x0, model.last.out_features), dtype=np.uint8)
@@ -351,12 +363,13 @@ def render(model: Siren, height: int, width: int, region: Region | None = None,
     for r0 in range(y0, y1, rows_per_block):
         r1 = min(r0 + rows_per_block, y1)
         coords = pixel_coordinates(height, width, (x0, r0, x1, r1), (out_h, out_w))
-        out[r0 - y0:r1 - y0] = features_to_image(model(coords), r1 - r0, x1 - x0)
+        out[r0 - y0:r1 - y0] = features_to_image(model(coords.to(device)), r1 - r0, x1 - x0)
     return out
 
 
 def decode_image(data: bytes, scale: float = 1.0, region: Region | None = None, source: str = "input",
-                 max_samples: int | None = None, max_macs: int | None = None) -> np.ndarray:
+                 max_samples: int | None = None, max_macs: int | None = None,
+                 device: str | torch.device = "cpu") -> np.ndarray:
     """uint8 (H, W, C) from a COIN file, optionally at ``scale``× resolution or only a region of it.
 
     The output (the scaled image, or the region of it) may have at most ``max_samples`` pixels
@@ -371,7 +384,7 @@ def decode_image(data: bytes, scale: float = 1.0, region: Region | None = None, 
     pixels = (x1 - x0) * (y1 - y0)
     check_output_samples(pixels, max_samples, source, what)
     check_decode_work(pixels * model_parameters(model), len(data), max_macs, source, what)
-    return render(model, height, width, region, (out_h, out_w))
+    return render(model.to(device), height, width, region, (out_h, out_w))
 
 
 def model_parameters(model: Siren) -> int:
@@ -379,16 +392,35 @@ def model_parameters(model: Siren) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-class Coin:
-    """The COIN codec behind the common Codec interface."""
+class Coin(Codec):
+    """COIN behind the common interface: ``Coin(CoinConfig(bpp=0.3)).compress(image)``; decoding
+    options (resolution, region, the decompression-bomb guards) are the decoder's settings."""
 
-    name = "coin"
+    name, label, modality, suffix = "coin", "COIN", "image", ".mcz"
 
-    def __init__(self, config: CoinConfig = CoinConfig()):
-        self.config = config
+    def __init__(self, config: CoinConfig = CoinConfig(), *, scale: float = 1.0, region: Region | None = None,
+                 max_samples: int | None = None, max_macs: int | None = None,
+                 progress: Callable[[int, float, float], None] | None = None, device: str | torch.device = "cpu"):
+        self.config, self.progress, self.device = config, progress, device
+        self.scale, self.region, self.max_samples, self.max_macs = scale, region, max_samples, max_macs
+
+    def compress(self, x: np.ndarray) -> Encoded:
+        result = encode_image(x, self.config, self.progress, self.device)
+        return Encoded(result.data, result.reconstruction,
+                       {"psnr": result.psnr, "encode_seconds": result.seconds, "depth": result.depth,
+                        "width": result.width, "best_iteration": result.best_iteration,
+                        "iterations_run": result.iterations_run})
 
     def encode(self, x: np.ndarray) -> bytes:
-        return encode_image(x, self.config).data
+        return self.compress(x).data
 
-    def decode(self, data: bytes) -> np.ndarray:
-        return decode_image(data)
+    def decode(self, data: bytes, source: str = "input") -> np.ndarray:
+        return decode_image(data, self.scale, self.region, source, self.max_samples, self.max_macs, self.device)
+
+    @classmethod
+    def decode_file(cls, data: bytes, source: str, *, scale: float = 1.0, region: Region | None = None,
+                    max_samples: int | None = None, max_macs: int | None = None, base=None,
+                    device: str | torch.device = "cpu") -> Datapoint:
+        """The image in a COIN ``.mcz`` file (``base`` is for COIN++ files and not used)."""
+        coin = cls(scale=scale, region=region, max_samples=max_samples, max_macs=max_macs, device=device)
+        return Datapoint(coin.decode(data, source), "uint8")

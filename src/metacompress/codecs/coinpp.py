@@ -27,10 +27,12 @@ architecture, quantizer, symbol model — is in the base network.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,28 +40,24 @@ import torch
 
 from metacompress.codecs.base import (DEFAULT_MAX_OUTPUT_SAMPLES, Container, body_start, check_output_samples, pack,
                                       peek, unpack)
+from metacompress.codecs.bitpack import pack_bits, unpack_bits
+from metacompress.codecs.codec import Codec, Encoded
 from metacompress.codecs.entropy import SymbolModel, decode_symbols, encode_symbols
 from metacompress.codecs.latent_quantizer import LatentQuantizer
 from metacompress.errors import FormatError, UserError
 from metacompress.inr.base_network import BaseNetwork
-from metacompress.inr.metalearning import fit_latents, psnr_from_mse
+from metacompress.inr.metalearning import fit_latents
+from metacompress.metrics import psnr_from_mse
 from metacompress.modalities.datapoint import (check_datapoint, coordinates, datapoint_range, from_features,
                                                to_features)
 from metacompress.modalities.patches import tile_grid, tile_patches, untile_patches
+from metacompress.modalities.registry import modality
+from metacompress.modalities.spec import Datapoint
 
 log = logging.getLogger(__name__)
 HASH_PREFIX_BYTES = 1
 POINTS_PER_CHUNK = 1 << 16  # coordinates per fitting/rendering pass: bounds memory on large data
 DEFAULT_BITS, DEFAULT_STEPS = 5, 10  # thesis §5.2.3 and C.11
-
-
-@dataclass
-class Datapoint:
-    """A canonical array (see ``modalities.datapoint``) and what its file header records."""
-
-    values: np.ndarray
-    dtype: str  # the container dtype: uint8 / uint16 / int16 / float32
-    spacing: tuple[float, float, float] | None = None  # volumes: voxel size in mm
 
 
 @dataclass
@@ -80,35 +78,43 @@ class CoinppResult:
 
 
 def quantizer_for(base: BaseNetwork, bits: int) -> LatentQuantizer:
-    codes = base.config.get("codes") or {}
-    if str(bits) not in codes.get("symbol_counts", {}):
-        available = sorted(int(b) for b in codes.get("symbol_counts", {}))
+    codes = base.config.codes
+    if codes is None or bits not in codes.symbol_counts:
+        available = codes.bit_widths if codes is not None else []
         raise UserError(f"this base network has latent statistics for bits {available}, not {bits}")
-    return LatentQuantizer(codes["mean"], codes["std"], bits)
+    return LatentQuantizer(codes.mean, codes.std, bits)
 
 
 def symbol_model(base: BaseNetwork, bits: int) -> SymbolModel:
-    return SymbolModel(tuple(base.config["codes"]["symbol_counts"][str(bits)]))
+    return SymbolModel(base.config.codes.symbol_counts[bits])
 
 
-def fit_tile_latents(base: BaseNetwork, tiles: torch.Tensor, steps: int) -> torch.Tensor:
+def fit_tile_latents(base: BaseNetwork, tiles: torch.Tensor, steps: int,
+                     progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """Latents (tiles, latent_dim) after ``steps`` inner-loop steps; tiles (n, points, C) features.
 
     Each tile's latent depends on that tile only (the inner loss sums per-tile errors), so
-    fitting in chunks gives the same latents as one batch, in bounded memory.
+    fitting in chunks gives the same latents as one batch, in bounded memory.  The work runs on
+    the base network's device; tiles and latents are CPU tensors.  ``progress(n)`` is told of
+    every ``n`` tiles fitted.
     """
-    coords = coordinates(base.config)
-    inner_lr = float(base.config.get("inner_lr", 1e-2))
+    coords = base_coordinates(base)
+    inner_lr = base.config.learning_rate
     per_chunk = max(1, POINTS_PER_CHUNK // coords.shape[0])
-    parts = [fit_latents(base.model, coords, chunk, steps, inner_lr) for chunk in tiles.split(per_chunk)]
+    parts = []
+    for chunk in tiles.split(per_chunk):
+        parts.append(fit_latents(base.model, coords, chunk.to(coords.device), steps, inner_lr).detach().cpu())
+        if progress is not None:
+            progress(chunk.shape[0])
     return torch.cat(parts)
 
 
 @torch.no_grad()
 def render_tiles(base: BaseNetwork, latents: torch.Tensor) -> torch.Tensor:
-    coords = coordinates(base.config)
+    """Features (tiles, points, C) of CPU ``latents``, rendered on the base network's device."""
+    coords = base_coordinates(base)
     per_chunk = max(1, POINTS_PER_CHUNK // coords.shape[0])
-    return torch.cat([base.model(coords, chunk) for chunk in latents.split(per_chunk)])
+    return torch.cat([base.model(coords, chunk.to(coords.device)).cpu() for chunk in latents.split(per_chunk)])
 
 
 @dataclass
@@ -138,25 +144,29 @@ def check_padding(shape: tuple[int, ...], patch: tuple[int, ...]) -> None:
                     "×".join(map(str, patch)), padded / samples, tiles)
 
 
-def fit_datapoints(points: list[Datapoint], base: BaseNetwork, steps: int = DEFAULT_STEPS) -> FittedLatents:
+def fit_datapoints(points: list[Datapoint], base: BaseNetwork, steps: int = DEFAULT_STEPS,
+                   progress: Callable[[int, int], None] | None = None) -> FittedLatents:
     """Tile every datapoint and fit all tiles' latents in shared batches (CIFAR-10-sized data fits
     far faster in a batch than one by one)."""
     if not 0 <= steps <= 10_000:
         raise UserError(f"inner steps must be in 0–10000, got {steps}")
     started = time.perf_counter()
-    patch = tuple(base.config["patch"])
+    spec = base.config.data
+    patch = spec.patch
     shapes, ranges, tiles = [], [], []
     for point in points:
-        check_datapoint(point.values, base.config)
-        x_range = datapoint_range(point.values) if base.config.get("value_range") is None else None
-        features = to_features(point.values, base.config, x_range)
+        check_datapoint(point.values, spec)
+        x_range = None if spec.fixed_range else datapoint_range(point.values)
+        features = to_features(point.values, spec, x_range)
         check_padding(tuple(point.values.shape), patch)
         tiled = tile_patches(features, patch)
         shapes.append(tuple(features.shape))
         ranges.append(x_range)
         tiles.append(tiled.reshape(tiled.shape[0], -1, tiled.shape[-1]))
     with torch.enable_grad():
-        latents = fit_tile_latents(base, torch.cat(tiles), steps)
+        all_tiles = torch.cat(tiles)
+        report = None if progress is None else _counter(all_tiles.shape[0], progress)
+        latents = fit_tile_latents(base, all_tiles, steps, report)
     return FittedLatents(points, shapes, ranges, [t.shape[0] for t in tiles], latents, steps,
                          time.perf_counter() - started)
 
@@ -169,7 +179,8 @@ def quantize_and_pack(fitted: FittedLatents, base: BaseNetwork, bits: int = DEFA
     quantizer = quantizer_for(base, bits)
     symbols = quantizer.symbols(fitted.latents)
     decoded_latents = quantizer.values(symbols)
-    patch = tuple(base.config["patch"])
+    spec = base.config.data
+    patch = spec.patch
     results, start = [], 0
     for point, shape, x_range, n in zip(fitted.points, fitted.shapes, fitted.ranges, fitted.tiles):
         payload = symbol_payload(symbols[start:start + n], base, bits, entropy)
@@ -179,9 +190,9 @@ def quantize_and_pack(fitted: FittedLatents, base: BaseNetwork, bits: int = DEFA
         # differently, and the reconstruction must be exactly what decoding the file gives
         rendered = render_tiles(base, decoded_latents[start:start + n])
         features = untile_patches(rendered.reshape(n, *patch, -1), shape)
-        reconstruction = from_features(features, base.config, point.values.shape[-1], point.dtype, x_range)
-        original = to_features(point.values, base.config, x_range)
-        mse = float(((to_features(reconstruction, base.config, x_range) - original) ** 2).mean())
+        reconstruction = from_features(features, spec, point.values.shape[-1], point.dtype, x_range)
+        original = to_features(point.values, spec, x_range)
+        mse = float(((to_features(reconstruction, spec, x_range) - original) ** 2).mean())
         results.append(CoinppResult(data, reconstruction, psnr_from_mse(mse), n, 0.0,
                                     decoded_latents[start:start + n], record, len(payload)))
         start += n
@@ -192,20 +203,31 @@ def quantize_and_pack(fitted: FittedLatents, base: BaseNetwork, bits: int = DEFA
 
 
 def encode_many(points: list[Datapoint], base: BaseNetwork, bits: int = DEFAULT_BITS, steps: int = DEFAULT_STEPS,
-                entropy: bool = True) -> list[CoinppResult]:
-    """Encode several datapoints, fitting all their tiles in shared batches."""
+                entropy: bool = True, progress: Callable[[int, int], None] | None = None) -> list[CoinppResult]:
+    """Encode several datapoints, fitting all their tiles in shared batches; ``progress(done,
+    total)`` counts fitted tiles."""
     quantizer_for(base, bits)  # refuse an unsupported bit-width before fitting
-    return quantize_and_pack(fit_datapoints(points, base, steps), base, bits, entropy)
+    return quantize_and_pack(fit_datapoints(points, base, steps, progress), base, bits, entropy)
 
 
 def encode(point: Datapoint, base: BaseNetwork, bits: int = DEFAULT_BITS, steps: int = DEFAULT_STEPS,
-           entropy: bool = True) -> CoinppResult:
-    return encode_many([point], base, bits, steps, entropy)[0]
+           entropy: bool = True, progress: Callable[[int, int], None] | None = None) -> CoinppResult:
+    return encode_many([point], base, bits, steps, entropy, progress)[0]
+
+
+def _counter(total: int, progress: Callable[[int, int], None]) -> Callable[[int], None]:
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        progress(done, total)
+    return step
 
 
 def default_shape(base: BaseNetwork) -> tuple[int, ...]:
     """The datapoint shape a file need not store: one patch with the base network's channels."""
-    return (*base.config["patch"], int(base.config["out_dim"]))
+    return (*base.config.patch, base.config.channels)
 
 
 def hash_key(base: BaseNetwork) -> bytes:
@@ -227,19 +249,28 @@ def parse_flags(flags: int, source: str) -> tuple[int, bool]:
 def file_bytes(base: BaseNetwork, shape: tuple[int, ...], dtype: str, bits: int, entropy: bool, record: bytes) -> bytes:
     stored_shape = None if tuple(shape) == default_shape(base) else tuple(shape)
     body = hash_key(base)[:HASH_PREFIX_BYTES] + bytes([flags_byte(bits, entropy)]) + record
-    return pack(Container("coinpp", base.config["modality"], stored_shape, dtype, body), crc_key=hash_key(base))
+    return pack(Container("coinpp", base.config.modality, stored_shape, dtype, body), crc_key=hash_key(base))
 
 
 def record_floats(base: BaseNetwork) -> int:
     """How many float32 settings a datapoint record of this base network starts with."""
-    return (2 if base.config.get("value_range") is None else 0) + (3 if base.config["modality"] == "volume" else 0)
+    return (0 if base.config.data.fixed_range else 2) + (3 if stores_spacing(base) else 0)
+
+
+def stores_spacing(base: BaseNetwork) -> bool:
+    return modality(base.config.modality).stores_spacing
+
+
+def base_coordinates(base: BaseNetwork) -> torch.Tensor:
+    """One patch's coordinates, on the device the base network's weights are on."""
+    return coordinates(base.config.data).to(next(base.model.parameters()).device)
 
 
 def record_bytes(base: BaseNetwork, x_range, spacing, payload: bytes) -> bytes:
     out = b""
-    if base.config.get("value_range") is None:
+    if not base.config.data.fixed_range:
         out += struct.pack("<2f", *x_range)
-    if base.config["modality"] == "volume":
+    if stores_spacing(base):
         out += struct.pack("<3f", *(spacing or (1.0, 1.0, 1.0)))
     return out + payload
 
@@ -247,22 +278,13 @@ def record_bytes(base: BaseNetwork, x_range, spacing, payload: bytes) -> bytes:
 def symbol_payload(symbols: np.ndarray, base: BaseNetwork, bits: int, entropy: bool) -> bytes:
     if entropy:
         return encode_symbols(symbols, symbol_model(base, bits))
-    flat = symbols.reshape(-1).astype(np.uint32)
-    bit_planes = (flat[:, None] >> np.arange(bits - 1, -1, -1, dtype=np.uint32)) & 1
-    return np.packbits(bit_planes.astype(np.uint8).reshape(-1)).tobytes()
+    return pack_bits(symbols, bits)
 
 
 def unpack_symbols(payload: bytes, count: int, base: BaseNetwork, bits: int, entropy: bool, source: str) -> np.ndarray:
     if entropy:
         return decode_symbols(payload, count, symbol_model(base, bits), source)
-    if len(payload) != math.ceil(count * bits / 8):
-        raise FormatError(f"{source}: payload is {len(payload)} bytes, {count} {bits}-bit symbols need "
-                          f"{math.ceil(count * bits / 8)}")
-    planes = np.unpackbits(np.frombuffer(payload, dtype=np.uint8))
-    if planes[count * bits:].any():  # the encoder pads with zero bits: anything else is damage
-        raise FormatError(f"{source}: corrupt payload (non-zero padding bits)")
-    planes = planes[:count * bits].reshape(count, bits)
-    return (planes.astype(np.int64) << np.arange(bits - 1, -1, -1)).sum(axis=1)
+    return unpack_bits(payload, count, bits, source)
 
 
 def decode(data: bytes, base: BaseNetwork, source: str = "input", max_samples: int | None = None) -> Datapoint:
@@ -270,8 +292,8 @@ def decode(data: bytes, base: BaseNetwork, source: str = "input", max_samples: i
     codec, modality = peek(data, source)
     if codec != "coinpp":
         raise FormatError(f"{source}: is a {codec} file, not COIN++")
-    if modality != base.config["modality"]:
-        raise FormatError(f"{source}: holds {modality} data, but the base network is for {base.config['modality']}")
+    if modality != base.config.modality:
+        raise FormatError(f"{source}: holds {modality} data, but the base network is for {base.config.modality}")
     ours = hash_key(base)[:HASH_PREFIX_BYTES]
     try:
         container = unpack(data, source, crc_key=hash_key(base))
@@ -306,26 +328,26 @@ def decode_record(record: bytes, shape: tuple[int, ...], dtype: str, base: BaseN
     Every length is checked before work that depends on it: the shape against the output cap
     (``max_samples``, see ``codecs.base.check_output_samples``) and the payload against the
     least the symbol count needs, so a few bytes cannot demand a huge rendering."""
-    patch = tuple(base.config["patch"])
-    channels = int(base.config["out_dim"])
+    patch = base.config.patch
+    channels = base.config.channels
     if len(shape) != len(patch) + 1 or shape[-1] not in (1, channels):
         raise FormatError(f"{source}: data shape {shape} does not fit this base network")
     floats = record_floats(base)
     if len(record) < 4 * floats:
         raise FormatError(f"{source}: COIN++ settings are truncated")
     values = struct.unpack(f"<{floats}f", record[:4 * floats])
-    has_range = base.config.get("value_range") is None
+    has_range = not base.config.data.fixed_range
     x_range = values[:2] if has_range else None
-    spacing = values[-3:] if base.config["modality"] == "volume" else None
+    spacing = values[-3:] if stores_spacing(base) else None
     if not all(math.isfinite(v) for v in values) or (x_range is not None and not x_range[1] > x_range[0]) \
             or (spacing is not None and min(spacing) <= 0):
         raise FormatError(f"{source}: malformed COIN++ settings (bad value range or spacing)")
-    if str(bits) not in (base.config.get("codes") or {}).get("symbol_counts", {}):
+    if base.config.codes is None or bits not in base.config.codes.symbol_counts:
         raise FormatError(f"{source}: stored with {bits}-bit latents, which this base network has no statistics for")
     quantizer = quantizer_for(base, bits)
     tiles = math.prod(tile_grid(shape, patch))
     samples, padded = math.prod(shape[:-1]), tiles * math.prod(patch)
-    check_output_samples(samples, max_samples, source, f"the {base.config['modality']} {shape}")
+    check_output_samples(samples, max_samples, source, f"the {base.config.modality} {shape}")
     if padded > 2 * samples:  # a thin shape padded out to whole patches: the patches are the work
         check_output_samples(padded, max_samples, source, f"the {tiles} patches covering {shape}")
     count = tiles * base.model.latent_dim
@@ -333,5 +355,56 @@ def decode_record(record: bytes, shape: tuple[int, ...], dtype: str, base: BaseN
     latents = quantizer.values(symbols.reshape(tiles, base.model.latent_dim))
     rendered = render_tiles(base, latents)
     features = untile_patches(rendered.reshape(tiles, *patch, channels), (*shape[:-1], channels))
-    values = from_features(features, base.config, shape[-1], dtype, x_range)
+    values = from_features(features, base.config.data, shape[-1], dtype, x_range)
     return Datapoint(values, dtype, spacing)
+
+
+class CoinPP(Codec):
+    """COIN++ behind the common interface: ``CoinPP(base, bits=5).compress(x)`` for a canonical
+    array of the base network's modality (or a ``Datapoint``, to keep a volume's voxel size)."""
+
+    name, label, modality, suffix = "coinpp", "COIN++", "any", ".mcz"
+
+    def __init__(self, base: BaseNetwork, bits: int = DEFAULT_BITS, steps: int = DEFAULT_STEPS, entropy: bool = True,
+                 *, max_samples: int | None = None, progress: Callable[[int, int], None] | None = None):
+        self.base, self.bits, self.steps, self.entropy, self.max_samples = base, bits, steps, entropy, max_samples
+        self.progress = progress  # (tiles fitted, tiles in all)
+
+    def compress(self, x: np.ndarray | Datapoint) -> Encoded:
+        point = x if isinstance(x, Datapoint) else Datapoint(x, container_dtype(x))
+        result = encode(point, self.base, self.bits, self.steps, self.entropy, self.progress)
+        return Encoded(result.data, result.reconstruction,
+                       {"psnr": result.psnr, "encode_seconds": result.seconds, "tiles": result.tiles,
+                        "payload_bytes": result.payload_bytes})
+
+    def encode(self, x: np.ndarray | Datapoint) -> bytes:
+        return self.compress(x).data
+
+    def decode(self, data: bytes, source: str = "input") -> np.ndarray:
+        return decode(data, self.base, source, self.max_samples).values
+
+    @classmethod
+    def decode_file(cls, data: bytes, source: str, *, base, scale: float = 1.0, region=None,
+                    max_samples: int | None = None, max_macs: int | None = None,
+                    device: str | torch.device = "cpu") -> Datapoint:
+        """The datapoint in a COIN++ ``.mcz`` file; ``base`` is the base network or a function
+        that loads it (called only now, so a COIN file never loads one).  Rendered on ``device``."""
+        if scale != 1.0 or region is not None or max_macs is not None:
+            raise UserError("--scale, --region and --max-work apply to COIN images; this is a COIN++ file")
+        base = base() if callable(base) else base
+        return decode(data, on_device(base, device), source, max_samples)
+
+
+def on_device(base: BaseNetwork, device: str | torch.device) -> BaseNetwork:
+    """``base`` with its weights on ``device`` (the same object when they already are)."""
+    device = torch.device(device)
+    if next(base.model.parameters()).device == device:
+        return base
+    moved = BaseNetwork(copy.deepcopy(base.model).to(device), base.config)
+    moved.__dict__["hash"] = base.hash  # the same weights: no need to hash them again
+    return moved
+
+
+def container_dtype(x: np.ndarray) -> str:
+    """The container dtype a canonical array is stored as: its own integer type, else float32."""
+    return x.dtype.name if x.dtype.name in ("uint8", "uint16", "int16") else "float32"

@@ -50,7 +50,7 @@ class LatentQuantizer:
     def symbols(self, latents: torch.Tensor) -> np.ndarray:
         """Bin index of each latent entry (clipped into the range): int64, same shape."""
         index = torch.floor((latents.detach().double() - self.low) / self.bin_width)
-        return index.clamp(0, self.levels - 1).to(torch.int64).numpy()
+        return index.clamp(0, self.levels - 1).to(torch.int64).cpu().numpy()
 
     def values(self, symbols: np.ndarray) -> torch.Tensor:
         """Bin centres of ``symbols`` as float32."""

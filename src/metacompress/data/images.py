@@ -85,13 +85,18 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
     from metacompress.checkpoint import atomic_write_bytes
 
     path = Path(path)
+    atomic_write_bytes(path, image_file_bytes(image, path.suffix.lower(), path))
+
+
+def image_file_bytes(image: np.ndarray, suffix: str, path: str | os.PathLike = "output") -> bytes:
+    """uint8 ``(H, W, C)`` (C = 1–4) as the bytes of a lossless ``suffix`` (.png, .tif, .tiff) file."""
     formats = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}
-    if path.suffix.lower() not in formats:
+    if suffix not in formats:
         raise DataError(f"{path}: images are written as PNG or TIFF (.png, .tif)")
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[image.shape[2]]
     buffer = io.BytesIO()
-    Image.fromarray(image[:, :, 0] if mode == "L" else image, mode).save(buffer, formats[path.suffix.lower()])
-    atomic_write_bytes(path, buffer.getvalue())
+    Image.fromarray(image[:, :, 0] if mode == "L" else image, mode).save(buffer, formats[suffix])
+    return buffer.getvalue()
 
 
 def _check_8bit(im: Image.Image, path: Path) -> None:

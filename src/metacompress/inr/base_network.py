@@ -13,12 +13,14 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
 
 from metacompress.checkpoint import load_checkpoint, save_checkpoint
-from metacompress.errors import DataError
+from metacompress.errors import DataError, FormatError
+from metacompress.inr.base_config import BaseConfig
 from metacompress.inr.siren import ModulatedSiren
 
 FORMAT = "metacompress-base-network"
@@ -26,46 +28,48 @@ FORMAT = "metacompress-base-network"
 # the README gives the command that made it.
 DEFAULT_BASE = Path(__file__).resolve().parent.parent / "bases" / "photos"
 VERSION = 1
-ARCHITECTURE_KEYS = ("in_dim", "width", "depth", "out_dim", "latent_dim", "w0")
 
 
-@dataclass
+@dataclass(frozen=True)
 class BaseNetwork:
-    model: ModulatedSiren
-    config: dict  # JSON-serializable: ARCHITECTURE_KEYS plus modality, patch, codes, training notes
+    """A meta-learned network and its typed description.  The weights must not change once
+    wrapped: the content hash is computed once, on first use."""
 
-    @property
+    model: ModulatedSiren
+    config: BaseConfig
+
+    @cached_property
     def hash(self) -> str:
         return content_hash(self.model.state_dict(), self.config)
 
-
-def build_model(config: dict) -> ModulatedSiren:
-    try:
-        kwargs = {k: config[k] for k in ARCHITECTURE_KEYS}
-        return ModulatedSiren(**{k: (float(v) if k == "w0" else int(v)) for k, v in kwargs.items()})
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"base network description lacks a valid architecture ({exc})") from None
+    def with_config(self, config: BaseConfig) -> BaseNetwork:
+        return BaseNetwork(self.model, config)
 
 
-def content_hash(tensors: dict[str, torch.Tensor], config: dict) -> str:
+def build_model(config: BaseConfig) -> ModulatedSiren:
+    return ModulatedSiren(config.in_dim, config.width, config.depth, config.channels, config.latent_dim,
+                          w0=config.w0)
+
+
+def content_hash(tensors: dict[str, torch.Tensor], config: BaseConfig) -> str:
     digest = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().contiguous().cpu()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         digest.update(t.numpy().tobytes())
-    digest.update(json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
+    digest.update(json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":")).encode())
     return digest.hexdigest()
 
 
 def save_base(stem: str | os.PathLike, base: BaseNetwork) -> str:
     """Write ``stem.safetensors`` + ``stem.json``; returns the content hash."""
     digest = base.hash
-    save_checkpoint(stem, base.model.state_dict(), {"format": FORMAT, "version": VERSION, "hash": digest,
-                                                    "config": base.config})
+    save_checkpoint(stem, {k: v.cpu() for k, v in base.model.state_dict().items()},
+                    {"format": FORMAT, "version": VERSION, "hash": digest, "config": base.config.to_dict()})
     return digest
 
 
-def load_base(stem: str | os.PathLike) -> BaseNetwork:
+def load_base(stem: str | os.PathLike, device: str | torch.device = "cpu") -> BaseNetwork:
     """Read a base network, refusing other formats, versions and files whose hash does not match."""
     tensors, info = load_checkpoint(stem)
     if info.get("format") != FORMAT:
@@ -73,9 +77,12 @@ def load_base(stem: str | os.PathLike) -> BaseNetwork:
     if info.get("version") != VERSION:
         raise DataError(f"{stem}: base network format version {info.get('version')} is not supported "
                         f"(this metacompress reads version {VERSION})")
-    config = info.get("config")
-    if not isinstance(config, dict):
+    if not isinstance(info.get("config"), dict):
         raise DataError(f"{stem}: base network description has no config")
+    try:
+        config = BaseConfig.from_dict(info["config"])
+    except FormatError as exc:
+        raise DataError(f"{stem}: {exc}") from None
     model = build_model(config)
     expected = set(model.state_dict())
     if set(tensors) != expected:
@@ -87,4 +94,4 @@ def load_base(stem: str | os.PathLike) -> BaseNetwork:
     base = BaseNetwork(model.eval(), config)
     if base.hash != info.get("hash"):
         raise DataError(f"{stem}: content hash mismatch (the weights or description were modified or corrupted)")
-    return base
+    return BaseNetwork(model.to(device), config) if torch.device(device).type != "cpu" else base

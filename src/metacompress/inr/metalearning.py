@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from metacompress.checkpoint import load_checkpoint, save_checkpoint
+from metacompress.checkpoint import load_checkpoint, optimizer_tensors, restore_optimizer, save_checkpoint
 from metacompress.distributed import DistContext, all_reduce_sum, barrier
 from metacompress.errors import UserError
 from metacompress.inr.siren import ModulatedSiren, siren_parameter_count
-from metacompress.training import optimizer_tensors, restore_optimizer
+from metacompress.metrics import psnr_from_mse
+from metacompress.rng import keeps_global_rng
 
 
 def per_sample_mse(model: ModulatedSiren, coords: torch.Tensor, features: torch.Tensor,
@@ -68,10 +69,6 @@ def meta_loss(model: ModulatedSiren, coords: torch.Tensor, features: torch.Tenso
     latents = fit_latents(model, coords, features, steps, inner_lr, create_graph=not first_order,
                           checkpoint_steps=checkpoint_steps)
     return per_sample_mse(model, coords, features, latents).mean()
-
-
-def psnr_from_mse(mse: float, peak: float = 1.0) -> float:
-    return math.inf if mse <= 0 else 10.0 * math.log10(peak * peak / mse)
 
 
 @dataclass
@@ -146,6 +143,7 @@ def meta_train(model: ModulatedSiren, sample: BatchSampler, config: MetaConfig, 
     world, rank = (ctx.world_size, ctx.rank) if ctx is not None else (1, 0)
     if config.batch_size % world:
         raise UserError(f"batch size {config.batch_size} does not split evenly over {world} processes")
+    device = next(model.parameters()).device
     optimizer = torch.optim.Adam(model.parameters(), lr=config.outer_lr)
     start, history = 0, []
     if resume:
@@ -154,6 +152,7 @@ def meta_train(model: ModulatedSiren, sample: BatchSampler, config: MetaConfig, 
     for iteration in range(start, config.iterations):
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + iteration)
         coords, features = sample(config.batch_size, generator)
+        coords, features = coords.to(device), features.to(device)  # batches are drawn on the CPU
         if world > 1:
             share = slice(rank * config.batch_size // world, (rank + 1) * config.batch_size // world)
             coords, features = (coords[share] if coords.dim() == 3 else coords), features[share]
@@ -329,6 +328,7 @@ def largest_fitting_batch(fits: Callable[[int], bool], upper: int) -> int:
     return next((batch for batch in range(upper, 0, -1) if fits(batch)), 0)
 
 
+@keeps_global_rng
 def measure_peak_memory(width: int, depth: int, latent_dim: int, points: int, batch_size: int, inner_steps: int,
                         first_order: bool = False, checkpoint_steps: bool = False, iterations: int = 2,
                         in_dim: int = 2, out_dim: int = 3) -> int:

@@ -2,7 +2,7 @@
 
 Every modality uses one canonical array layout, channels last — image ``(H, W, C)`` uint8, audio
 ``(samples, 1)``, volume ``(D, H, W, 1)``, data on the sphere ``(lat, lon, variables)`` — so one
-code path serves all of them; what differs lives in the base network's description (``config``):
+code path serves all of them; what differs lives in the base network's ``DataSpec``:
 
 - ``patch``: the shape the network was trained on; larger data is cut into tiles of it;
 - ``coordinates``: ``"grid"`` (each axis over [−scale, scale], ``coord_scale``; audio uses 5) or
@@ -22,16 +22,17 @@ import torch
 
 from metacompress.errors import UserError
 from metacompress.modalities.patches import patch_coordinates
+from metacompress.modalities.spec import DataSpec
 from metacompress.modalities.sphere import sphere_coordinates
 
 INTEGER_DTYPES = {"uint8": (0, 255), "uint16": (0, 65535), "int16": (-32768, 32767)}
 
 
-def coordinates(config: dict) -> torch.Tensor:
+def coordinates(spec: DataSpec) -> torch.Tensor:
     """The coordinates of one patch: (points, in_dim)."""
-    if config.get("coordinates") == "sphere":
-        return sphere_coordinates(np.asarray(config["grid"]["latitude"]), np.asarray(config["grid"]["longitude"]))
-    return patch_coordinates(tuple(config["patch"]), float(config.get("coord_scale", 1.0)))
+    if spec.coordinates == "sphere":
+        return sphere_coordinates(np.asarray(spec.grid.latitude), np.asarray(spec.grid.longitude))
+    return patch_coordinates(spec.patch, spec.coord_scale)
 
 
 RANGE_PERCENTILE = 99.5
@@ -50,46 +51,46 @@ def datapoint_range(x: np.ndarray) -> tuple[float, float]:
     return float(np.float32(lo)), float(np.float32(hi))  # as the file stores them (float32)
 
 
-def channel_ranges(config: dict, x_range: tuple[float, float] | None) -> torch.Tensor:
-    """(out_dim, 2) of [lo, hi] per base channel."""
-    if config.get("value_range") is not None:
-        return torch.tensor(config["value_range"], dtype=torch.float64)
+def channel_ranges(spec: DataSpec, x_range: tuple[float, float] | None) -> torch.Tensor:
+    """(channels, 2) of [lo, hi] per base channel."""
+    if spec.value_range is not None:
+        return torch.tensor(spec.value_range, dtype=torch.float64)
     if x_range is None:
         raise ValueError("this base network normalizes each datapoint by its own range; pass it")
-    return torch.tensor([list(x_range)] * int(config["out_dim"]), dtype=torch.float64)
+    return torch.tensor([list(x_range)] * spec.channels, dtype=torch.float64)
 
 
-def check_datapoint(x: np.ndarray, config: dict, source: str = "input") -> None:
-    spatial = len(config["patch"])
-    channels = int(config["out_dim"])
+def check_datapoint(x: np.ndarray, spec: DataSpec, source: str = "input") -> None:
+    spatial = len(spec.patch)
+    channels = spec.channels
     if not isinstance(x, np.ndarray) or x.ndim != spatial + 1:
-        raise UserError(f"{source}: a {config['modality']} datapoint for this base network has {spatial} spatial "
+        raise UserError(f"{source}: a {spec.modality} datapoint for this base network has {spatial} spatial "
                         f"axes plus channels, got shape {getattr(x, 'shape', None)}")
     if x.shape[-1] not in (1, channels):
         raise UserError(f"{source}: the base network models {channels} channel(s), the data has {x.shape[-1]}")
     if min(x.shape) < 1:
         raise UserError(f"{source}: empty datapoint of shape {x.shape}")
-    if config.get("coordinates") == "sphere" and tuple(x.shape[:-1]) != tuple(config["patch"]):
-        raise UserError(f"{source}: the base network models globes on a {config['patch'][0]}×{config['patch'][1]} "
+    if spec.coordinates == "sphere" and tuple(x.shape[:-1]) != spec.patch:
+        raise UserError(f"{source}: the base network models globes on a {spec.patch[0]}×{spec.patch[1]} "
                         f"latitude×longitude grid, the data is {x.shape[0]}×{x.shape[1]}")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         raise UserError(f"{source}: the data holds NaN or infinite values")
 
 
-def to_features(x: np.ndarray, config: dict, x_range: tuple[float, float] | None = None) -> torch.Tensor:
-    """Canonical datapoint → float32 (*spatial, out_dim) in [0, 1] (for in-range values)."""
-    ranges = channel_ranges(config, x_range)
+def to_features(x: np.ndarray, spec: DataSpec, x_range: tuple[float, float] | None = None) -> torch.Tensor:
+    """Canonical datapoint → float32 (*spatial, channels) in [0, 1] (for in-range values)."""
+    ranges = channel_ranges(spec, x_range)
     values = torch.from_numpy(np.asarray(x, dtype=np.float64))
     if values.shape[-1] == 1 and ranges.shape[0] > 1:
         values = values.expand(*values.shape[:-1], ranges.shape[0])
     return ((values - ranges[:, 0]) / (ranges[:, 1] - ranges[:, 0])).float()
 
 
-def from_features(features: torch.Tensor, config: dict, channels: int, dtype: str,
+def from_features(features: torch.Tensor, spec: DataSpec, channels: int, dtype: str,
                   x_range: tuple[float, float] | None = None) -> np.ndarray:
     """Inverse of ``to_features``, averaging to ``channels`` = 1 if asked, rounded into integer ``dtype``s."""
-    ranges = channel_ranges(config, x_range)
-    values = features.detach().double() * (ranges[:, 1] - ranges[:, 0]) + ranges[:, 0]
+    ranges = channel_ranges(spec, x_range)
+    values = features.detach().cpu().double() * (ranges[:, 1] - ranges[:, 0]) + ranges[:, 0]
     if channels == 1 and values.shape[-1] > 1:
         values = values.mean(dim=-1, keepdim=True)
     values = values.numpy()
@@ -97,3 +98,8 @@ def from_features(features: torch.Tensor, config: dict, channels: int, dtype: st
         lo, hi = INTEGER_DTYPES[dtype]
         return np.clip(np.round(values), lo, hi).astype(dtype)
     return values.astype(np.float32)
+
+
+def training_features(points: list[np.ndarray], spec: DataSpec) -> list[torch.Tensor]:
+    """Datapoints as features for meta-training; without a fixed value range, each by its own (as the codec does)."""
+    return [to_features(v, spec, None if spec.fixed_range else datapoint_range(v)) for v in points]

@@ -1,14 +1,20 @@
-"""Images as functions (row, column) ↦ colour: coordinates in [−1, 1]², features in [0, 1]."""
+"""Images as functions (row, column) ↦ colour: coordinates in [−1, 1]², features in [0, 1];
+and the image modality (files, training data, base network defaults)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from metacompress.errors import UserError
+from metacompress.data.images import IMAGE_SUFFIXES, image_file_bytes, list_images, load_image
+from metacompress.errors import DataError, UserError
 from metacompress.modalities.grid import axis_coordinates, grid_coordinates
+from metacompress.modalities.registry import Modality
+from metacompress.modalities.spec import Datapoint, DataSpec
 
 Region = tuple[int, int, int, int]  # x0, y0, x1, y1: columns [x0, x1), rows [y0, y1)
 
@@ -44,7 +50,7 @@ def image_features(image: np.ndarray) -> torch.Tensor:
 def features_to_image(features: torch.Tensor, height: int, width: int) -> np.ndarray:
     """float (H·W, C), nominally in [0, 1] → uint8 (H, W, C), clamped and rounded."""
     values = torch.round(features.detach().clamp(0.0, 1.0) * 255.0).to(torch.uint8)
-    return values.reshape(height, width, -1).numpy()
+    return values.reshape(height, width, -1).cpu().numpy()
 
 
 MAX_SCALED_SIDE = 1 << 20  # pixels per side of a rescaled decode; the sample cap bounds the area
@@ -56,3 +62,35 @@ def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
         raise UserError(f"--scale must be a positive number giving sides of at most {MAX_SCALED_SIDE:,} pixels, "
                         f"got {scale} for a {width}×{height} image")
     return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+class ImageModality(Modality):
+    """8-bit images (PNG, TIFF, anything Pillow reads), RGB networks over [0, 255] per channel."""
+
+    name = "image"
+    spatial_axes = 2
+    input_suffixes = IMAGE_SUFFIXES
+    output_suffixes = (".png", ".tif", ".tiff")
+    default_suffix = ".png"
+    default_patch = (32, 32)  # thesis C.3.1
+    metrics = ("psnr", "ms-ssim")
+    rate_unit = "bpp"
+
+    def read(self, path: Path, spec: DataSpec, time_index: int | None = None) -> Datapoint:
+        return Datapoint(load_image(path), "uint8")
+
+    def encode_file(self, point: Datapoint, spec: DataSpec, suffix: str) -> bytes:
+        return image_file_bytes(point.values, suffix)
+
+    def training_arrays(self, path: Path, spec: DataSpec) -> Iterator[np.ndarray]:
+        for p in list_images(path) if path.is_dir() else [path]:
+            image = load_image(p)
+            yield image if image.shape[-1] == spec.channels else np.repeat(image, spec.channels, -1)
+
+    def new_spec(self, patch, source, variables, extra) -> DataSpec:
+        return DataSpec("image", 3, self.check_patch(patch or self.default_patch),
+                        value_range=((0.0, 255.0),) * 3)
+
+    def check_stacked(self, array: np.ndarray, path: Path) -> None:
+        if array.dtype != np.uint8:
+            raise DataError(f"{path}: images must be uint8, got {array.dtype}")

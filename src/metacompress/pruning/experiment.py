@@ -10,12 +10,14 @@ from torch import nn
 
 from metacompress.checkpoint import load_checkpoint, save_checkpoint
 from metacompress.data import ClassificationData
+from metacompress.distributed import resolve_device
 from metacompress.errors import UserError
 from metacompress.models import ModelSpec, model_from_spec
 from metacompress.pruning.api import PruningResult, StructuredPruningResult, prune_at_init, prune_channels_at_init
 from metacompress.pruning.masks import mask_enforcer
 from metacompress.pruning.structured import channel_groups, shrink
 from metacompress.training import TrainConfig, TrainResult, load_model, model_weights, shuffled_batches, train
+from metacompress.rng import keeps_global_rng
 
 
 @dataclass
@@ -46,13 +48,14 @@ def prune_model(model, train_data: ClassificationData, settings: PruneSettings, 
                          scope=settings.scope, rounds=settings.rounds, **({"seed": seed} | settings.options))
 
 
+@keeps_global_rng
 def prune_and_train(spec: ModelSpec, train_data: ClassificationData, eval_sets: dict[str, ClassificationData],
                     config: TrainConfig, settings: PruneSettings, out_dir: str | Path | None = None,
-                    progress: bool = True) -> tuple[TrainResult, PruningResult]:
+                    progress: bool = True, device: str | torch.device = "cpu") -> tuple[TrainResult, PruningResult]:
     """Initialize ``spec`` with ``config.seed``, prune it, train it; with ``out_dir`` the masks (weight
     masks, or per-channel keep masks) go to ``masks.{safetensors,json}`` beside the trainer's files."""
     torch.manual_seed(config.seed)
-    model = model_from_spec(spec)
+    model = model_from_spec(spec).to(resolve_device(device))
     pruned = prune_model(model, train_data, settings, config.seed)
     if settings.structured:
         model, masks, after_step = pruned.model, pruned.keep, None
@@ -65,7 +68,7 @@ def prune_and_train(spec: ModelSpec, train_data: ClassificationData, eval_sets: 
         save_checkpoint(Path(out_dir) / "masks", masks, {"pruning": asdict(settings), "model": spec.to_dict(),
                                                          "seconds": pruned.seconds} | info)
     result = train(spec, train_data, eval_sets, config, out_dir=out_dir, model=model, progress=progress,
-                   after_step=after_step)
+                   after_step=after_step, device=device)
     return result, pruned
 
 

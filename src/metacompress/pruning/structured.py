@@ -22,6 +22,7 @@ from torch import nn
 
 from metacompress.errors import UserError
 from metacompress.models import module_mode
+from metacompress.rng import keeps_global_rng
 
 PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -305,6 +306,7 @@ def rescale_to_fan_out(small: nn.Module, original: dict[str, LayerCost]) -> None
             layer.weight.mul_(math.sqrt(original[name].out_channels / out_now))
 
 
+@keeps_global_rng
 @torch.no_grad()
 def reinitialize(small: nn.Module, seed: int) -> None:
     """Fresh PyTorch default initialization of every layer of the smaller network (SNIP's re-init)."""

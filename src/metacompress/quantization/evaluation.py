@@ -18,8 +18,9 @@ def config_label(w_bits: int | None, a_bits: int | None) -> str:
     return "FP" if w_bits is None and a_bits is None else f"({w_bits or 'fp'},{a_bits or 'fp'})"
 
 
-def calibration_batches(train_data: ClassificationData, count: int = 4, batch_size: int = 256, seed: int = 0):
-    return list(islice(shuffled_batches(train_data, batch_size, seed), count))
+def calibration_batches(train_data: ClassificationData, count: int = 4, batch_size: int = 256, seed: int = 0,
+                        device="cpu"):
+    return list(islice(shuffled_batches(train_data, batch_size, seed, device), count))
 
 
 def ptq_accuracies(model: nn.Module, configs, test_data: ClassificationData, calibration: list | None = None,

@@ -6,15 +6,14 @@ import logging
 import time
 from pathlib import Path, PurePosixPath
 
+from metacompress.cli.common import (Command, add_device, add_json, is_main_process, load_base_argument, print_table,
+                                     progress)
 from metacompress.errors import FormatError, UserError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SUFFIX = {"image": ".png", "audio": ".wav", "volume": ".nii.gz", "sphere": ".npy"}
 
-
-def add_archive_parser(commands, add_json) -> None:
-    archive = commands.add_parser("archive", help="compress a dataset into one .mcza archive with random access")
+def add_archive_arguments(archive) -> None:
     sub = archive.add_subparsers(dest="archive_command", required=True, parser_class=type(archive))
 
     def encoding_options(p):
@@ -25,6 +24,7 @@ def add_archive_parser(commands, add_json) -> None:
         p.add_argument("--shard-size", type=int, default=64,
                        help="items encoded as one batch; the unit of parallel work and of resuming")
         p.add_argument("--no-progress", action="store_true")
+        add_device(p)
         add_json(p)
 
     p = sub.add_parser("create", help="encode a folder of datapoints, an .npz of stacked ones, or a netCDF file "
@@ -65,13 +65,12 @@ def command_archive(args) -> dict:
 
 
 def archive_create(args) -> dict:
-    from tqdm import tqdm
-
-    from metacompress.cli import is_main_process, load_base_argument, print_table
     from metacompress.codecs.archive import Archive
-    from metacompress.data.item_sources import item_source
+    from metacompress.modalities.item_sources import item_source
     from metacompress.dataset_archive import ArchiveSettings, create_archive
+    from metacompress.codecs.coinpp import on_device
     from metacompress.distributed import init_distributed
+    from metacompress.modalities.registry import modality
 
     appending = args.archive_command == "append"
     output = Path(args.archive if appending else args.output)
@@ -84,26 +83,28 @@ def archive_create(args) -> dict:
         bits, entropy = args.bits, not args.no_entropy
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
-    ctx = init_distributed("cpu")
-    source = item_source(args.input, base.config, args.key)
+    ctx = init_distributed(args.device)
+    if ctx.device.type != "cpu" and args.workers > 1:
+        raise UserError(f"--workers {args.workers} starts CPU processes; with --device {args.device} use one "
+                        "worker per GPU (torchrun --nproc_per_node=GPUS)")
+    base = on_device(base, ctx.device)
+    source = item_source(args.input, base.config.data, args.key)
     settings = ArchiveSettings(bits, args.steps, entropy, args.shard_size)
-    unit = "bpp" if base.config["modality"] == "image" else "bits/sample"
-    with tqdm(total=len(source), desc="encoding", unit="item", disable=True if args.no_progress or not ctx.is_main
-              else None, leave=False, mininterval=0.5) as bar:
+    unit = modality(base.config.modality).rate_unit
+    with progress(args, len(source), "encoding", "item", enabled=ctx.is_main) as bar:
         totals = {"bytes": 0, "samples": 0, "psnr": 0.0, "items": 0}
 
         def on_shard(stats):
             totals.update(bytes=totals["bytes"] + stats.record_bytes, samples=totals["samples"] + stats.samples,
                           psnr=totals["psnr"] + stats.psnr_sum, items=totals["items"] + stats.items)
-            bar.update(stats.items)
-            bar.set_postfix({unit: f"{8 * totals['bytes'] / totals['samples']:.3f}",
-                             "psnr": f"{totals['psnr'] / totals['items']:.2f}"}, refresh=False)
+            bar.update(stats.items, **{unit: round(8 * totals["bytes"] / totals["samples"], 3),
+                                       "psnr": round(totals["psnr"] / totals["items"], 2)})
         result = create_archive(source, base, output, settings, args.workers, ctx if ctx.is_distributed else None,
                                 appending, on_shard)
     if result is None:
         return {}
     summary = {"command": f"archive {args.archive_command}", "input": str(args.input), "output": str(output),
-               "base": base_name, "modality": base.config["modality"], "items": result.items, "added": result.added,
+               "base": base_name, "modality": base.config.modality, "items": result.items, "added": result.added,
                "archive_bytes": result.archive_bytes, "bits_per_sample": result.bits_per_sample,
                "file_bits_per_sample": 8 * result.file_bytes / result.added_samples,
                "psnr": result.mean_psnr, "bits": bits, "steps": args.steps, "entropy_coding": entropy,
@@ -119,12 +120,10 @@ def archive_extract(args) -> dict:
     import io
 
     import numpy as np
-    from tqdm import tqdm
 
     from metacompress.checkpoint import atomic_write_bytes
-    from metacompress.cli import load_base_argument, print_table
     from metacompress.codecs.archive import Archive, parse_item_range
-    from metacompress.data.datapoints import write_datapoint
+    from metacompress.modalities.files import write_datapoint
     from metacompress.output_paths import check_output_file, check_output_tree, undone_on_error
 
     output = Path(args.output)
@@ -134,7 +133,7 @@ def archive_extract(args) -> dict:
     with Archive(args.archive) as archive:
         archive.header.check_base(base, archive.source)
         chosen = parse_item_range(args.items, archive.count)
-        modality = base.config["modality"]
+        modality = base.config.modality
         # every name and path is checked before the first item is written
         if to_npz:
             check_output_file(output, [args.archive], args.force)
@@ -145,8 +144,9 @@ def archive_extract(args) -> dict:
                 output, [item_file_name(archive.names[i], i, archive.count, modality) for i in chosen], args.force)))
         damaged, points = {}, {}
         with undone_on_error(output.parent if to_npz else output, [] if to_npz else list(targets.values())):
-            for i in tqdm(chosen, desc="decoding", unit="item", disable=True if args.no_progress else None,
-                          leave=False):
+            shown = progress(args, len(chosen), "decoding", "item")
+            for i in chosen:
+                shown.update()
                 try:
                     point = archive.datapoint(i, base, args.max_samples)
                 except FormatError as e:
@@ -155,7 +155,8 @@ def archive_extract(args) -> dict:
                 if to_npz:
                     points[i] = point
                 else:
-                    write_datapoint(targets[i], point, base.config)
+                    write_datapoint(targets[i], point, base.config.data)
+            shown.close()
         if to_npz and points:
             shapes = {p.values.shape for p in points.values()}
             if len(shapes) != 1:
@@ -178,21 +179,20 @@ def archive_extract(args) -> dict:
 def item_file_name(name: str, index: int, count: int, modality: str) -> PurePosixPath:
     """Where item ``index`` is written: its stored relative name (checked safe, with a suffix the
     modality can be written as) or, unnamed, its zero-padded index."""
-    from metacompress.data.datapoints import OUTPUT_SUFFIXES
+    from metacompress.modalities.registry import modality as registered_modality
     from metacompress.output_paths import safe_relative_path
 
+    kind = registered_modality(modality)
     if not name:
-        return PurePosixPath(f"{index:0{len(str(count - 1))}d}{DEFAULT_SUFFIX[modality]}")
+        return PurePosixPath(f"{index:0{len(str(count - 1))}d}{kind.default_suffix}")
     label, _, step = name.partition("#")  # globes: file#time-step
     what = f"item {index}"
     path = safe_relative_path(label, what)
     if step:
         if not step.isdigit():
             raise FormatError(f"{what} has a name that cannot be written safely: {name!r}")
-        return path.with_name(f"{path.name.split('.')[0] or 'item'}-{step}{DEFAULT_SUFFIX[modality]}")
-    if path.name.lower().endswith(OUTPUT_SUFFIXES[modality]):
-        return path
-    return path.with_suffix(DEFAULT_SUFFIX[modality])
+        return path.with_name(f"{path.name.split('.')[0] or 'item'}-{step}{kind.default_suffix}")
+    return kind.output_path(path)
 
 
 def archive_list(args) -> dict:
@@ -243,3 +243,7 @@ def archive_verify(args) -> dict:
         raise FormatError(f"{args.archive}: {describe_damage(report)}; "
                           f"{report.items - len(report.damaged)} of {report.items} items are intact")
     return summary
+
+
+COMMANDS = (Command("archive", "compress a dataset into one .mcza archive with random access", add_archive_arguments,
+                    command_archive),)

@@ -16,20 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from metacompress.codecs.coinpp import Datapoint
-from metacompress.data.audio import AUDIO_SUFFIXES
-from metacompress.data.datapoints import read_datapoint, same_grid
 from metacompress.data.globes import load_globe
-from metacompress.data.images import IMAGE_SUFFIXES
-from metacompress.data.volumes import VOLUME_SUFFIXES
 from metacompress.errors import DataError, UserError
 from metacompress.modalities.datapoint import INTEGER_DTYPES
+from metacompress.modalities.files import read_datapoint
+from metacompress.modalities.registry import modality
+from metacompress.modalities.spec import Datapoint, DataSpec
+from metacompress.modalities.sphere import SphereModality
 
-FILE_SUFFIXES = {"image": IMAGE_SUFFIXES, "audio": AUDIO_SUFFIXES, "volume": VOLUME_SUFFIXES,
-                 "sphere": (".npy", ".nc", ".cdf")}
-NETCDF_SUFFIXES = (".nc", ".cdf")
-# one stacked datapoint after the item axis: (spatial axes, has a channel axis of its own)
-_NPZ_LAYOUT = {"image": (2, True), "audio": (1, False), "volume": (3, False), "sphere": (2, True)}
 MAX_NAME_BYTES = 1024  # what an archive reader accepts for one item name
 
 
@@ -73,47 +67,48 @@ class ItemSource:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_cache")}
 
 
-def item_source(path: str | os.PathLike, config: dict, key: str | None = None) -> ItemSource:
-    """The items under ``path`` as the base network described by ``config`` models them."""
+def item_source(path: str | os.PathLike, spec: DataSpec, key: str | None = None) -> ItemSource:
+    """The items under ``path`` as a base network with data ``spec`` models them."""
     path = Path(path)
-    modality = config["modality"]
+    kind = modality(spec.modality)
+    netcdf_ok = kind.time_series_suffixes
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(FILE_SUFFIXES[modality]))
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(kind.input_suffixes))
         if not files:
-            raise DataError(f"{path}: no {modality} files found (expected {', '.join(FILE_SUFFIXES[modality])})")
-        netcdf = [p for p in files if p.suffix.lower() in NETCDF_SUFFIXES]
+            raise DataError(f"{path}: no {kind.name} files found (expected {', '.join(kind.input_suffixes)})")
+        netcdf = [p for p in files if p.suffix.lower() in netcdf_ok]
         if not netcdf:
-            return FileSource(path, files, config)
+            return FileSource(path, files, spec)
         if len(netcdf) != len(files):
             raise UserError(f"{path}: mixes netCDF files with .npy globes; keep one kind per folder")
-        return GlobeSource(path, netcdf, config)
+        return GlobeSource(path, netcdf, spec)
     if not path.is_file():
         raise DataError(f"{path}: no such file or folder")
     if path.suffix.lower() == ".npz":
-        return NpzSource(path, config, key)
-    if modality == "sphere" and path.suffix.lower() in NETCDF_SUFFIXES:
-        return GlobeSource(path, [path], config)
-    raise UserError(f"{path}: give a folder of {modality} files, an .npz of stacked datapoints"
-                    + (", or a netCDF file of globes" if modality == "sphere" else ""))
+        return NpzSource(path, spec, key)
+    if path.suffix.lower() in netcdf_ok:
+        return GlobeSource(path, [path], spec)
+    raise UserError(f"{path}: give a folder of {kind.name} files, an .npz of stacked datapoints"
+                    + (", or a netCDF file of globes" if netcdf_ok else ""))
 
 
 class FileSource(ItemSource):
     """One file per item; names are the paths relative to the folder."""
 
-    def __init__(self, folder: Path, files: list[Path], config: dict):
-        self.path, self.files, self.config = folder, files, config
+    def __init__(self, folder: Path, files: list[Path], spec: DataSpec):
+        self.path, self.files, self.spec = folder, files, spec
         self.names = [check_item_name(p.relative_to(folder).as_posix(), p) for p in files]
         self.fingerprint = _fingerprint(files, self.names)
 
     def load(self, i: int) -> Datapoint:
-        return read_datapoint(self.files[i], self.config)
+        return read_datapoint(self.files[i], self.spec)
 
 
 class GlobeSource(ItemSource):
     """Every time step of every netCDF file; names are ``file#step``."""
 
-    def __init__(self, root: Path, files: list[Path], config: dict):
-        self.path, self.files, self.config = root, files, config
+    def __init__(self, root: Path, files: list[Path], spec: DataSpec):
+        self.path, self.files, self.spec = root, files, spec
         for label, path in zip(self._labels(), files):  # before reading any globe
             check_item_name(f"{label}#0", path)
         self.names = [check_item_name(f"{label}#{t}", path) for label, path, steps
@@ -133,9 +128,8 @@ class GlobeSource(ItemSource):
         return self._cache
 
     def _read(self, path: Path) -> np.ndarray:
-        globe = load_globe(path, self.config.get("variables"))
-        if self.config.get("grid") and not same_grid(globe, self.config["grid"]):
-            raise UserError(f"{path}: the globe's latitude/longitude grid is not the one the base network models")
+        globe = load_globe(path, self.spec.variables)
+        SphereModality.check_grid(globe, self.spec, path)
         if np.isnan(globe.data).any():
             raise DataError(f"{path}: has missing values; COIN++ models complete globes")
         return np.ascontiguousarray(np.moveaxis(globe.data, 0, -1), dtype=np.float32)
@@ -151,8 +145,8 @@ class GlobeSource(ItemSource):
 class NpzSource(ItemSource):
     """Items stacked along the first axis of one array in an ``.npz`` (never unpickled)."""
 
-    def __init__(self, path: Path, config: dict, key: str | None):
-        self.path, self.config, self.key = path, config, key
+    def __init__(self, path: Path, spec: DataSpec, key: str | None):
+        self.path, self.spec, self.key = path, spec, key
         array = self._array()
         self.names = [""] * array.shape[0]
         digest = hashlib.sha256(array.view(np.uint8)).hexdigest()
@@ -164,7 +158,7 @@ class NpzSource(ItemSource):
         return self._cache
 
     def _read(self) -> np.ndarray:
-        path, key, modality = self.path, self.key, self.config["modality"]
+        path, key, kind = self.path, self.key, modality(self.spec.modality)
         try:
             with np.load(path, allow_pickle=False) as npz:
                 keys = list(npz.keys())
@@ -175,15 +169,13 @@ class NpzSource(ItemSource):
                 array = npz[key or keys[0]]
         except (OSError, ValueError, EOFError) as exc:
             raise DataError(f"{path}: not a readable .npz file ({exc})") from None
-        spatial, channels = _NPZ_LAYOUT[modality]
-        ndim = 2 + spatial  # items, spatial axes, channels
+        ndim = 2 + kind.spatial_axes  # items, spatial axes, channels
         if array.ndim == ndim - 1:
             array = array[..., None]  # grey images, one-variable globes, audio and volumes
-        if array.ndim != ndim or array.shape[0] == 0 or (not channels and array.shape[-1] != 1):
-            raise DataError(f"{path}: {modality} items stack as an (items, {', '.join(['…'] * (ndim - 1))}) array, "
+        if array.ndim != ndim or array.shape[0] == 0 or (not kind.stacked_channel_axis and array.shape[-1] != 1):
+            raise DataError(f"{path}: {kind.name} items stack as an (items, {', '.join(['…'] * (ndim - 1))}) array, "
                             f"got shape {array.shape}")
-        if modality == "image" and array.dtype != np.uint8:
-            raise DataError(f"{path}: images must be uint8, got {array.dtype}")
+        kind.check_stacked(array, path)
         if array.dtype.kind not in "fiu":
             raise DataError(f"{path}: expected numeric data, got {array.dtype}")
         dtype = array.dtype.name if array.dtype.name in INTEGER_DTYPES else "float32"

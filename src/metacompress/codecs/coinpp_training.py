@@ -12,7 +12,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +21,19 @@ import torch
 from metacompress.codecs.coinpp import DEFAULT_STEPS, POINTS_PER_CHUNK, fit_tile_latents, quantizer_for, render_tiles
 from metacompress.codecs.entropy import SymbolModel
 from metacompress.codecs.latent_quantizer import LatentQuantizer
-from metacompress.distributed import DistContext
-from metacompress.errors import UserError
+from metacompress.distributed import DistContext, single_process
+from metacompress.errors import FormatError, UserError
+from metacompress.inr.base_config import BaseConfig, LatentStatistics
 from metacompress.inr.base_network import BaseNetwork, build_model
 from metacompress.inr.metalearning import (MEMORY_FIT_FRACTION, MEMORY_LIMIT_ENV, BatchSampler, MetaConfig,
                                             available_memory, estimate_peak_memory, largest_fitting_batch,
-                                            meta_train, psnr_from_mse, require_count, require_positive)
-from metacompress.modalities.datapoint import coordinates
+                                            meta_train, require_count, require_positive)
+from metacompress.metrics import psnr_from_mse
+from metacompress.modalities.datapoint import coordinates, training_features
 from metacompress.modalities.patches import random_patches
+from metacompress.modalities.registry import modality as registered_modality
+from metacompress.modalities.spec import DataSpec
+from metacompress.rng import keeps_global_rng
 
 CODE_BITS = tuple(range(3, 9))  # thesis Figure 5.10: 3–8 bits
 GB = 1e9
@@ -44,20 +49,15 @@ def check_architecture(width, depth, latent_dim, w0) -> None:
     require_positive(w0, "ω₀", "--w0")
 
 
-@dataclass
+@dataclass(frozen=True)
 class BaseSettings:
-    """Architecture and data description of a base network (thesis C.3 defaults: 10 × 512, ω₀ 50)."""
+    """What a new base network models and its architecture (thesis C.3 defaults: 10 × 512, ω₀ 50)."""
 
-    modality: str
-    patch: tuple[int, ...]
-    out_dim: int
+    data: DataSpec
     width: int = 512
     depth: int = 10
     latent_dim: int = 128
     w0: float = 50.0
-    coord_scale: float = 1.0
-    value_range: list[list[float]] | None = None  # per channel [lo, hi]; None: each datapoint's own
-    extra: dict = field(default_factory=dict)  # sample_rate (audio); grid, variables, units (sphere)
     code_patches: int = 2048  # training patches the latent statistics are measured on
     code_steps: int = DEFAULT_STEPS
 
@@ -66,31 +66,31 @@ class BaseSettings:
 
     def validate(self) -> None:
         check_architecture(self.width, self.depth, self.latent_dim, self.w0)
-        if not self.patch:
-            raise UserError("a patch needs at least one size (--patch)")
-        for size in self.patch:
-            require_count(size, "patch size", "--patch")
         require_count(self.code_patches, "code patches", "code_patches")
         require_count(self.code_steps, "code steps", "code_steps")
+
+    @property
+    def patch(self) -> tuple[int, ...]:
+        return self.data.patch
 
     @property
     def points(self) -> int:
         """Coordinates per patch (a globe: its whole grid)."""
         return math.prod(self.patch)
 
-    def config(self) -> dict:
-        sphere = self.modality == "sphere"
-        return {"modality": self.modality, "in_dim": 3 if sphere else len(self.patch), "width": self.width,
-                "depth": self.depth, "out_dim": self.out_dim, "latent_dim": self.latent_dim, "w0": self.w0,
-                "patch": list(self.patch), "coordinates": "sphere" if sphere else "grid",
-                "coord_scale": self.coord_scale, "value_range": self.value_range} | self.extra
+    @property
+    def in_dim(self) -> int:
+        return self.data.in_dim
+
+    def config(self) -> BaseConfig:
+        return BaseConfig(self.data, self.in_dim, self.width, self.depth, self.latent_dim, float(self.w0))
 
 
-def patch_sampler(points: list[torch.Tensor], config: dict) -> BatchSampler:
+def patch_sampler(points: list[torch.Tensor], spec: DataSpec) -> BatchSampler:
     """Batches of random patches from random datapoints (each (*spatial, C) features in [0, 1])."""
     if not points:
         raise UserError("no training data")
-    coords, patch = coordinates(config), tuple(config["patch"])
+    coords, patch = coordinates(spec), spec.patch
 
     def sample(batch_size: int, generator: torch.Generator):
         chosen = torch.randint(len(points), (batch_size,), generator=generator).tolist()
@@ -116,9 +116,9 @@ def non_constant_patch(x: torch.Tensor, patch: tuple[int, ...], generator: torch
     return drawn
 
 
-def sample_tiles(points: list[torch.Tensor], config: dict, count: int, seed: int) -> torch.Tensor:
+def sample_tiles(points: list[torch.Tensor], spec: DataSpec, count: int, seed: int) -> torch.Tensor:
     """``count`` random patches as (count, points, C), reproducibly."""
-    _, features = patch_sampler(points, config)(count, torch.Generator().manual_seed(seed))
+    _, features = patch_sampler(points, spec)(count, torch.Generator().manual_seed(seed))
     return features
 
 
@@ -133,43 +133,47 @@ def mean_psnr(base: BaseNetwork, tiles: torch.Tensor, steps: int, bits: int | No
     return float(torch.tensor([psnr_from_mse(m) for m in mse.tolist()]).mean())
 
 
-def latent_codes(base: BaseNetwork, tiles: torch.Tensor, steps: int, bits: tuple[int, ...] = CODE_BITS) -> dict:
+def latent_codes(base: BaseNetwork, tiles: torch.Tensor, steps: int,
+                 bits: tuple[int, ...] = CODE_BITS) -> LatentStatistics:
     """Quantizer statistics and per-bit-width symbol counts of the training latents."""
     latents = fit_tile_latents(base, tiles, steps)
     stats = LatentQuantizer.fit(latents, 8)
     counts = {}
     for b in bits:
         quantizer = LatentQuantizer(stats.mean, stats.std, b)
-        counts[str(b)] = list(SymbolModel.from_symbols(quantizer.symbols(latents), b).counts)
-    return {"mean": stats.mean, "std": stats.std, "steps": steps, "patches": int(tiles.shape[0]),
-            "symbol_counts": counts}
+        counts[b] = tuple(int(c) for c in SymbolModel.from_symbols(quantizer.symbols(latents), b).counts)
+    return LatentStatistics(stats.mean, stats.std, steps, int(tiles.shape[0]), counts)
 
 
+@keeps_global_rng
 def train_base(settings: BaseSettings, train_points: list[torch.Tensor], val_points: list[torch.Tensor],
                meta: MetaConfig, out_dir: Path | None = None, resume: bool = False,
                progress: Callable[[int, float], None] | None = None, ctx: DistContext | None = None, *,
-               memory_available: int | None = None) -> BaseNetwork:
+               memory_available: int | None = None, device: str | torch.device | None = "cpu") -> BaseNetwork:
     """Meta-learn a base network on ``train_points`` and measure its codes; validation PSNR on ``val_points``.
 
     Refuses to start (``UserError``, before anything is written) on invalid settings, or when the
     estimated peak memory exceeds ``MEMORY_FIT_FRACTION`` of ``memory_available`` (default:
-    ``available_memory()``, which ``$METACOMPRESS_MEMORY_LIMIT`` overrides).
+    ``available_memory()``, which ``$METACOMPRESS_MEMORY_LIMIT`` overrides).  Runs on ``ctx.device``
+    under torchrun, else on ``device``; the weights come back on that device.
     """
+    ctx = ctx or single_process(device)
     check_training_memory(settings, meta, ctx, memory_available)
     config = settings.config()
+    spec = config.data
     torch.manual_seed(meta.seed)
-    model = build_model(config)
-    history = meta_train(model, patch_sampler(train_points, config), meta, out_dir, resume, progress, ctx)
+    model = build_model(config).to(ctx.device)
+    history = meta_train(model, patch_sampler(train_points, spec), meta, out_dir, resume, progress, ctx)
     model.eval()
     base = BaseNetwork(model, config)
     # whole datapoints (CIFAR-10, globes): no more draws than there are datapoints
     whole = all(tuple(p.shape[:-1]) == tuple(settings.patch) for p in train_points + val_points)
     code_count = min(settings.code_patches, len(train_points)) if whole else settings.code_patches
-    code_tiles = sample_tiles(train_points, config, code_count, meta.seed + 1)
-    base.config["codes"] = latent_codes(base, code_tiles, settings.code_steps)
+    code_tiles = sample_tiles(train_points, spec, code_count, meta.seed + 1)
+    base = base.with_config(config.replace(codes=latent_codes(base, code_tiles, settings.code_steps)))
     val_source = val_points or train_points
-    val_tiles = sample_tiles(val_source, config, min(256, len(val_source)) if whole else 256, meta.seed + 2)
-    base.config["training"] = {
+    val_tiles = sample_tiles(val_source, spec, min(256, len(val_source)) if whole else 256, meta.seed + 2)
+    training = {
         "meta": asdict(meta), "train_datapoints": len(train_points), "val_datapoints": len(val_points),
         "val_source": "held-out datapoints" if val_points else "training datapoints (none held out)",
         "final_loss": history[-1]["loss"] if history else None,
@@ -177,7 +181,7 @@ def train_base(settings: BaseSettings, train_points: list[torch.Tensor], val_poi
         "val_psnr": {f"{s}_steps": round(mean_psnr(base, val_tiles, s), 3) for s in (3, 10)},
         "val_psnr_5bit_10_steps": round(mean_psnr(base, val_tiles, 10, bits=5), 3),
     }
-    return base
+    return base.with_config(base.config.replace(training=training))
 
 
 def training_memory(settings: BaseSettings, meta: MetaConfig, batch_per_process: int | None = None,
@@ -185,7 +189,7 @@ def training_memory(settings: BaseSettings, meta: MetaConfig, batch_per_process:
     """Estimated peak bytes ``train_base`` adds in one process: (meta-training on its share of the
     batch, encoding the code patches — a first-order inner loop on POINTS_PER_CHUNK-point chunks)."""
     common = {"width": settings.width, "depth": settings.depth, "latent_dim": settings.latent_dim,
-              "in_dim": settings.config()["in_dim"], "out_dim": settings.out_dim}
+              "in_dim": settings.in_dim, "out_dim": settings.data.channels}
     training = estimate_peak_memory(
         points=settings.points, batch_size=meta.batch_size if batch_per_process is None else batch_per_process,
         inner_steps=meta.inner_steps, first_order=meta.first_order,
@@ -249,10 +253,6 @@ def check_training_memory(settings: BaseSettings, meta: MetaConfig, ctx: DistCon
         f"use {', or '.join(options)}; {MEMORY_LIMIT_ENV}=BYTES overrides the available amount")
 
 
-DEFAULT_PATCHES = {"image": (32, 32), "audio": (800,), "volume": (16, 16, 16)}  # thesis C.3: 200–1600 audio
-AUDIO_RATE, AUDIO_COORD_SCALE = 16_000, 5.0  # thesis C.3.3
-
-
 def prepare_training(modality: str, data: str | Path | list[np.ndarray], patch: tuple[int, ...] | None = None,
                      width: int = 512, depth: int = 10, latent_dim: int = 128, w0: float = 50.0,
                      variables: list[str] | None = None, val_fraction: float = 0.05, seed: int = 0,
@@ -260,49 +260,35 @@ def prepare_training(modality: str, data: str | Path | list[np.ndarray], patch: 
     """Settings and (train, validation) features for a base network of ``modality``.
 
     ``data`` is a file or folder, or datapoints already in the canonical layout (globes then need
-    ``extra``: their grid, variables and units).  Value ranges: images [0, 255] per channel,
-    audio [−1, 1], volumes each their own, globes the training data's range per variable.
-    Validation takes a random ``val_fraction`` of the datapoints, rounded — none from a handful
-    of datapoints (two volumes), when validation PSNR is measured on training patches instead.
+    ``extra``: their grid, variables and units).  The modality gives the data spec (images
+    [0, 255] per channel, audio [−1, 1] at 16 kHz, volumes each their own range, globes the
+    training data's range per variable).  Validation takes a random ``val_fraction`` of the
+    datapoints, rounded — none from a handful of datapoints (two volumes), when validation PSNR
+    is measured on training patches instead.
     """
-    from metacompress.data.datapoints import globe_description, training_datapoints, training_features
+    from metacompress.modalities.files import training_datapoints
 
     check_architecture(width, depth, latent_dim, w0)
     if not 0 <= val_fraction < 1:
         raise UserError(f"validation fraction must be in [0, 1), got {val_fraction}")
+    if patch is not None:
+        for size in patch:
+            require_count(size, "patch size", "--patch")
+    kind = registered_modality(modality)
     in_memory = isinstance(data, list)
-    coord_scale, out_dim, value_range = 1.0, 1, None
-    extra = dict(extra or {})
-    if modality == "image":
-        out_dim, value_range = 3, [[0.0, 255.0]] * 3
-    elif modality == "audio":
-        extra, coord_scale, value_range = {"sample_rate": AUDIO_RATE}, AUDIO_COORD_SCALE, [[-1.0, 1.0]]
-    elif modality == "sphere":
-        extra = extra if in_memory else globe_description(data, variables)
-        out_dim = len(extra["variables"])
-        patch_shape = (len(extra["grid"]["latitude"]), len(extra["grid"]["longitude"]))
-        if patch is not None and tuple(patch) != patch_shape:
-            raise UserError(f"globes are modelled whole: the patch is the {patch_shape[0]}×{patch_shape[1]} grid")
-        patch = patch_shape
-    elif modality != "volume":
-        raise UserError(f"unknown modality {modality!r}")
-    patch = tuple(patch or DEFAULT_PATCHES[modality])
-    expected_axes = {"image": 2, "audio": 1, "volume": 3, "sphere": 2}[modality]
-    if len(patch) != expected_axes or min(patch) < 1:
-        raise UserError(f"a {modality} patch has {expected_axes} positive sizes, got {patch}")
-    config = {"modality": modality, "out_dim": out_dim, "value_range": value_range, **extra}
-    points = data if in_memory else training_datapoints(modality, data, config)
+    try:
+        spec = kind.new_spec(tuple(patch) if patch is not None else None, None if in_memory else data, variables,
+                             extra)
+    except FormatError as exc:
+        raise UserError(str(exc).replace("base network description: ", "")) from None
+    points = data if in_memory else training_datapoints(data, spec)
     if not points:
         raise UserError("no training data")
-    if modality == "sphere":
-        stacked = np.stack(points)
-        lo, hi = stacked.min(axis=(0, 1, 2)), stacked.max(axis=(0, 1, 2))
-        value_range = [[float(a), float(b) if b > a else float(a) + 1.0] for a, b in zip(lo, hi)]
-        config["value_range"] = value_range
-    features = training_features(points, config)
+    spec = kind.finish_spec(spec, points)
+    features = training_features(points, spec)
     order = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed)).tolist()
     n_val = min(round(val_fraction * len(features)), len(features) - 1)  # a few volumes: all train
     val = [features[i] for i in order[:n_val]]
     train = [features[i] for i in order[n_val:]]
-    settings = BaseSettings(modality, patch, out_dim, width, depth, latent_dim, w0, coord_scale, value_range, extra)
+    settings = BaseSettings(spec, width, depth, latent_dim, w0)
     return settings, train, val
