@@ -67,3 +67,20 @@ def test_training_and_coin_fit_on_cuda(tmp_path):
     np.testing.assert_array_equal(decode_image(result.data), result.reconstruction)  # CPU decode = reported
     assert main(["train", "--model", "lenet5", "--dataset", "mnist-sample", "--epochs", "1", "--device", "cuda",
                  "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+
+
+def test_bench_passes_the_device_only_to_benchmarks_that_take_one(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from metacompress.bench import results
+
+    monkeypatch.setattr(results, "write_results", lambda *a, **k: None)
+    seen = {}
+    aware = SimpleNamespace(run=lambda profile, data_root, out_dir, device="cpu": seen.setdefault("device", device))
+    plain = SimpleNamespace(run=lambda profile, data_root, out_dir: {"ran": True})
+    results.run_benchmark(aware, "aware", "cpu", None, tmp_path / "a", device="cpu")
+    assert seen["device"] == torch.device("cpu")
+    assert results.run_benchmark(plain, "plain", "cpu", None, tmp_path / "b", device="cpu") == {"ran": True}
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="--device cuda"):
+            results.run_benchmark(plain, "plain", "cpu", None, tmp_path / "c", device="cuda")

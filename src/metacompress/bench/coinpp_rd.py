@@ -42,7 +42,7 @@ from metacompress.bench import rd_results
 from metacompress.bench.rd_results import RDResult
 from metacompress.bench.runs import run_key
 from metacompress.codecs.archive import ArchiveHeader, ArchiveItem, archive_bytes, common_shape
-from metacompress.codecs.coinpp import FittedLatents, decode, encode_many, fit_datapoints, quantize_and_pack
+from metacompress.codecs.coinpp import FittedLatents, decode, encode_many, fit_datapoints, on_device, quantize_and_pack
 from metacompress.data import resolve_data_root
 from metacompress.errors import UserError
 from metacompress.metrics import psnr_from_mse
@@ -122,7 +122,7 @@ CPU = {
 PROFILES = {"cpu": CPU, "paper": PAPER}
 
 
-def run(profile: str, data_root, out_dir: Path, modality: str | None = None, **_) -> dict:
+def run(profile: str, data_root, out_dir: Path, modality: str | None = None, device="cpu", **_) -> dict:
     if modality not in MODALITIES:
         raise UserError(f"coinpp-rd needs --modality, one of {', '.join(MODALITIES)}")
     settings = PROFILES[profile][modality]
@@ -132,7 +132,7 @@ def run(profile: str, data_root, out_dir: Path, modality: str | None = None, **_
                "reference": task.reference}
     primary = None
     for recipe in settings.bases:
-        base, train_seconds = trained_base(task, recipe, out_dir / "bases")
+        base, train_seconds = trained_base(task, recipe, out_dir / "bases", device)
         label = f"latent {recipe.latent_dim}"
         fitted = fit(task, base, settings.steps)
         curve = [evaluate(task, base, fitted, bits) for bits in settings.bits]
@@ -159,11 +159,12 @@ def run(profile: str, data_root, out_dir: Path, modality: str | None = None, **_
     return results
 
 
-def trained_base(task, recipe: BaseRecipe, folder: Path) -> tuple[BaseNetwork, float | None]:
-    """The base network for ``recipe``, trained now or loaded from an earlier run."""
+def trained_base(task, recipe: BaseRecipe, folder: Path, device="cpu") -> tuple[BaseNetwork, float | None]:
+    """The base network for ``recipe`` on ``device`` (fitting and rendering run there), trained now
+    or loaded from an earlier run."""
     stem = folder / run_key(task.name, recipe).replace("/", "-")
     if stem.with_suffix(".json").exists():
-        base = load_base(stem)
+        base = load_base(stem, device)
         return base, (base.config.training or {}).get("time_s")
     started = time.perf_counter()
     settings, train, val = prepare_training(task.modality, task.train, patch=recipe.patch, width=recipe.width,
@@ -178,7 +179,7 @@ def trained_base(task, recipe: BaseRecipe, folder: Path) -> tuple[BaseNetwork, f
                   f"{psnr_from_mse(loss):.2f} dB, {time.perf_counter() - started:.0f} s", flush=True)
 
     base = train_base(settings, train, val, meta, out_dir=Path(f"{stem}.run"), resume=Path(f"{stem}.run/meta_checkpoint.json").exists(),
-                      progress=progress)
+                      progress=progress, device=device)
     seconds = round(time.perf_counter() - started, 1)
     base = base.with_config(base.config.replace(training={**base.config.training, "time_s": seconds}))
     save_base(stem, base)
@@ -216,6 +217,7 @@ def archive_throughput(task, base: BaseNetwork, settings: Profile, out_dir: Path
     npz = folder / "tests.npz"
     np.savez(npz, items=np.stack([p.values for _, p in task.tests]))
     source = NpzSource(npz, base.config.data, None)
+    base = on_device(base, "cpu")  # the worker processes are CPU processes
     runs, first = [], None
     for _ in range(repeats):
         for workers in settings.throughput_workers:

@@ -38,7 +38,19 @@ def write_results(out_dir: Path, name: str, profile: str, results: dict, command
 
 
 def run_benchmark(module, name: str, profile: str, data_root, out_dir: Path, **options) -> dict:
-    """``options`` (e.g. ``codec="coin"``) go to benchmarks that take them."""
+    """``options`` (e.g. ``codec="coin"``) go to benchmarks that take them; ``device`` other than the
+    CPU is refused by a benchmark that cannot use one yet."""
+    import inspect
+
+    from metacompress.distributed import resolve_device
+    from metacompress.errors import UserError
+
+    device = resolve_device(options.pop("device", "cpu"))
+    if "device" in inspect.signature(module.run).parameters:
+        options["device"] = device
+    elif device.type != "cpu":
+        raise UserError(f"bench {name} runs on the CPU only so far; drop --device {device} (device-aware: "
+                        "train-reference, coinpp-rd)")
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     results = module.run(profile=profile, data_root=data_root, out_dir=out_dir, **options)

@@ -30,12 +30,12 @@ def mean_std(values: list[float]) -> dict:
             "values": values}
 
 
-def train_runs(dataset: str, model: str, epochs: int, seeds, data_root, final_splits=()) -> dict:
+def train_runs(dataset: str, model: str, epochs: int, seeds, data_root, final_splits=(), device="cpu") -> dict:
     runs = []
     for seed in seeds:
         train_data, eval_sets = load_experiment_data(dataset, data_root, seed=seed)
         config = default_config(dataset, epochs=epochs, seed=seed)
-        result = train(spec_for(model, train_data), train_data, eval_sets, config)
+        result = train(spec_for(model, train_data), train_data, eval_sets, config, device=device)
         run = {"seed": seed, "history": result.history, "test_accuracy": result.final["test_accuracy"]}
         for split in final_splits:
             run[f"{split}_accuracy"] = evaluate(result.model, load_classification(dataset, split, data_root))["accuracy"]
@@ -50,13 +50,15 @@ def train_runs(dataset: str, model: str, epochs: int, seeds, data_root, final_sp
     return summary
 
 
-def run(profile: str, data_root, out_dir: Path) -> dict:
+def run(profile: str, data_root, out_dir: Path, device="cpu") -> dict:
     settings = PROFILES[profile]
     mnist = settings["mnist"]
-    results = {"lenet5-mnist": train_runs("mnist", mnist["model"], mnist["epochs"], mnist["seeds"], data_root)}
+    results = {"lenet5-mnist": train_runs("mnist", mnist["model"], mnist["epochs"], mnist["seeds"], data_root,
+                                          device=device)}
     for entry in settings["cifar10"]:
         results[f"{entry['model']}-cifar10"] = train_runs("cifar10", entry["model"], entry["epochs"], entry["seeds"],
-                                                          data_root, final_splits=FINAL_SPLITS["cifar10"])
+                                                          data_root, final_splits=FINAL_SPLITS["cifar10"],
+                                                          device=device)
     plot(results, out_dir / "accuracy.png")
     return results
 

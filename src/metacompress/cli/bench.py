@@ -13,6 +13,8 @@ def add_bench_arguments(p):
     p.add_argument("--codec", choices=("coin",), help="image-rd: the neural codec to compare (default coin)")
     p.add_argument("--modality", choices=("cifar10", "kodak", "audio", "volume", "sphere"),
                    help="coinpp-rd: the test setting")
+    p.add_argument("--device", default="cpu",
+                   help="train-reference, coinpp-rd: cpu (default), auto, cuda or cuda:N; the others run on the CPU")
     add_data_root(p)
     add_json(p)
 
@@ -30,7 +32,7 @@ def command_bench(args) -> dict:
     out = Path(args.out or f"benchmarks/results/{folder}")
     if args.profile == "paper" and not args.out:
         out = out / "paper"
-    options = {k: v for k, v in (("codec", args.codec), ("modality", args.modality)) if v}
+    options = {k: v for k, v in (("codec", args.codec), ("modality", args.modality), ("device", args.device)) if v}
     results = run_benchmark(BENCHMARKS[args.name], args.name, args.profile, args.data_root, out, **options)
     print(f"results written to {out / 'results.json'}")
     return {"command": "bench", "name": args.name, "profile": args.profile, "out": str(out), "results": results}
