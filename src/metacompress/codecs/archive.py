@@ -42,12 +42,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from metacompress.checkpoint import atomic_write_bytes
-from metacompress.codecs.base import DTYPES, MODALITIES, check_shape, encode_shape, encode_uvarint, read_shape, \
+from metacompress.codecs.base import DTYPES, check_shape, encode_shape, encode_uvarint, read_shape, \
     read_uvarint
 from metacompress.codecs.coinpp import decode_record, flags_byte, parse_flags
-from metacompress.modalities.spec import Datapoint
 from metacompress.errors import FormatError, UserError
 from metacompress.inr.base_network import BaseNetwork
+from metacompress.modalities.spec import MODALITIES, Datapoint
 
 MAGIC = b"MczA"
 ARCHIVE_VERSION = 2

@@ -24,11 +24,11 @@ import zlib
 from dataclasses import dataclass
 
 from metacompress.errors import FormatError
+from metacompress.modalities.spec import MODALITIES
 
 FORMAT_VERSION = 2
 _FORMAT_MAGIC = 0xB0  # high nibble of the first byte
 CODEC_IDS = {"coin": 1, "coinpp": 2}
-MODALITIES = ("image", "audio", "volume", "sphere")
 DTYPES = ("uint8", "uint16", "int16", "float32")
 MAX_NDIM = 4
 MAX_SAMPLES = 1 << 28  # the largest datapoint a file may describe (decompression-bomb guard)

@@ -11,14 +11,12 @@ import importlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from metacompress.errors import UserError
-
-if TYPE_CHECKING:  # the spec module validates names against this registry
-    from metacompress.modalities.spec import Datapoint, DataSpec
+from metacompress.modalities.spec import MODALITIES, Datapoint, DataSpec
 
 # name → "module:Class", imported on first use so that the registry costs nothing to import
 _MODULES = {
@@ -27,7 +25,7 @@ _MODULES = {
     "volume": "metacompress.modalities.volume:VolumeModality",
     "sphere": "metacompress.modalities.sphere:SphereModality",
 }
-MODALITIES = tuple(_MODULES)
+assert tuple(_MODULES) == MODALITIES, "register every modality of modalities.spec.MODALITIES, in its order"
 _INSTANCES: dict[str, Modality] = {}
 
 

@@ -15,7 +15,10 @@ from typing import Any
 import numpy as np
 
 from metacompress.errors import FormatError
-from metacompress.modalities.registry import MODALITIES
+
+# Every modality's name; the order is the id a .mcz/.mcza header stores (two bits), so a new
+# modality is appended here as well as registered in ``modalities.registry``.
+MODALITIES = ("image", "audio", "volume", "sphere")
 
 COORDINATE_KINDS = ("grid", "sphere")
 
