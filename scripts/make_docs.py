@@ -1,5 +1,7 @@
-"""Regenerate the generated pages of docs/: formats.md (from the format modules' own docstrings)
-and cli.md (from the argument parser).  `tests/test_docs.py` fails when they are out of date.
+"""Regenerate the generated parts of docs/: formats.md (from the format modules' own docstrings),
+cli.md (from the argument parser), and the results tables between ``<!-- results:NAME -->`` and
+``<!-- /results -->`` in the other pages (from the committed benchmarks/results/*/results.json;
+the prose around them is left alone).  `tests/test_docs.py` fails when any is out of date.
 
     .venv/bin/python scripts/make_docs.py
 """
@@ -9,10 +11,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import json
+import re
 import sys
 from pathlib import Path
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+RESULTS = ROOT / "benchmarks" / "results"
 FORMAT_MODULES = [
     ("The `.mcz` container", "metacompress.codecs.base"),
     ("COIN files", "metacompress.codecs.coin"),
@@ -86,7 +92,359 @@ def help_text(parser: argparse.ArgumentParser) -> str:
     return parser.format_help().rstrip()
 
 
-PAGES = {"formats.md": formats_page, "cli.md": cli_page}
+# --- results tables -------------------------------------------------------------------------------
+
+def results(name: str) -> dict:
+    return json.loads((RESULTS / name / "results.json").read_text())["results"]
+
+
+def rd_curves(name: str, dataset: str) -> dict[str, dict]:
+    """The CompressAI-shaped curves of a results folder's ``rd/<dataset>/``, by curve name."""
+    curves = [json.loads(p.read_text()) for p in sorted((RESULTS / name / "rd" / dataset).glob("*.json"))]
+    return {c["name"]: c["results"] for c in curves}
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def mean_std(mean: float, std: float, runs: int = 2) -> str:
+    """Percent, mean ± std; a single run has no spread to show."""
+    return pct(mean) if runs < 2 else f"{pct(mean)} ± {pct(std)}"
+
+
+def bold(text: str, on: bool) -> str:
+    return f"**{text}**" if on else text
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+PRUNE_LABELS = {"random": "random (per layer)", "magnitude": "magnitude", "snip": "SNIP", "grasp": "GraSP",
+                "synflow": "SynFlow", "iter-snip": "Iter-SNIP", "force": "FORCE", "prospr": "ProsPr (M = 3)",
+                "prospr-first-order": "ProsPr first-order (M = 3)"}
+PRUNE_TITLES = {"lenet5-fashion-mnist": "LeNet-5 / Fashion-MNIST", "resnet20-cifar10": "ResNet-20 / CIFAR-10 subset",
+                "vgg16-cifar10": "VGG-16 / CIFAR-10"}
+
+
+def prune_at_init_tables() -> str:
+    """Accuracy vs sparsity per setting: mean ± std over seeds, the best (as printed) of each column bold."""
+    out = []
+    for name, setting in results("prune-at-init").items():
+        if not isinstance(setting, dict) or "methods" not in setting or name.startswith("meta-steps"):
+            continue
+        methods = setting["methods"]
+        sparsities = next(iter(methods.values()))["sparsity"]
+        best = [max((float(pct(m["accuracy_mean"][i])) for m in methods.values())) for i in range(len(sparsities))]
+        rows = []
+        for variant, m in methods.items():
+            rounds = setting["rounds_override"].get(variant)
+            label = PRUNE_LABELS.get(variant, variant) + (f" ({rounds} rounds)" if rounds else "")
+            rows.append([label] + [bold(mean_std(mean, std, len(setting["seeds"])), float(pct(mean)) == best[i])
+                                   for i, (mean, std) in enumerate(zip(m["accuracy_mean"], m["accuracy_std"]))])
+        out.append(table([PRUNE_TITLES.get(name, name)] + [f"{100 * s:.1f} %" for s in sparsities], rows))
+    return "\n\n".join(out)
+
+
+def prune_meta_steps_table() -> str:
+    """ProsPr's meta-steps M (Table 3.5 analogue), mean ± std over seeds."""
+    setting = next(s for name, s in results("prune-at-init").items() if name.startswith("meta-steps"))
+    rows = []
+    for variant, m in setting["methods"].items():
+        steps = variant.removeprefix("prospr-M")
+        rows.append([steps + (" (= SNIP)" if steps == "0" else "")] +
+                    [mean_std(mean, std, len(setting["seeds"])) for mean, std in zip(m["accuracy_mean"], m["accuracy_std"])])
+    sparsities = next(iter(setting["methods"].values()))["sparsity"]
+    return table(["M"] + [f"{100 * s:g} %" for s in sparsities], rows)
+
+
+STRUCTURED_LABELS = {"uniform": "Uniform", "3sp": "3SP", "3sp-reinit": "3SP + re-init", "3sp-rescale": "3SP + rescale",
+                     "prospr": "structured ProsPr (M = 3)", "3sp-ca": "3SP + CA"}
+
+
+def structured_accuracy_table() -> str:
+    """Accuracy against the share of parameters removed, mean ± std over the seeds that trained (a
+    seed whose setting would have emptied a layer is refused, and the count is given)."""
+    study = results("structured-accuracy")["params-removed"]
+    fractions = sorted({r["fraction"] for r in study["runs"]})
+    rows = []
+    for variant, m in study["methods"].items():
+        cells = []
+        for fraction in fractions:
+            trained = [r for r in study["runs"] if r["variant"] == variant and r["fraction"] == fraction
+                       and "refused" not in r]
+            if fraction not in m["fraction"]:
+                cells.append("refused")
+                continue
+            i = m["fraction"].index(fraction)
+            cell = mean_std(m["accuracy_mean"][i], m["accuracy_std"][i], len(trained))
+            cells.append(cell + (f" ({len(trained)} seeds)" if len(trained) < len(study["seeds"]) else ""))
+        rows.append([STRUCTURED_LABELS.get(variant, variant)] + cells)
+    return table([f"{study['target']} removed".replace("params", "parameters")] +
+                 [f"{100 * f:g} %" for f in fractions], rows)
+
+
+SPEEDUP_MODELS = {"vgg19-3sp": "VGG-19 (§A.1)", "resnet18": "ResNet-18"}
+
+
+def structured_speedup_table() -> str:
+    """Costs of each configuration and, in brackets, how many times better than the unpruned
+    network; speedups of 3× or more in prediction and training-step time bold."""
+    def ratio(value: float, text: str, fast: bool = True) -> str:
+        return f"{text} ({bold(f'{value:.1f}×', fast and round(value, 1) >= 3)})"
+
+    rows = []
+    for model, configs in results("structured-speedup")["models"].items():
+        for label, row in configs.items():
+            name = SPEEDUP_MODELS.get(model, model) if label == "original" else \
+                "3SP + CA" if label.startswith("3sp-ca") else "3SP"
+            if "refused" in row:
+                layer = re.search(r"every channel of (\S+?);", row["refused"])
+                rows.append([name, label.rsplit("-", 1)[1] + " %",
+                             f"refused: would remove every channel of `{layer.group(1)}`" if layer else row["refused"]]
+                            + [""] * 6)
+                continue
+            speed, base = row["speedup"], label == "original"
+            size = f"{row['disk_bytes'] / 1e6:.1f} MB"
+            rows.append([
+                name, "—" if base else f"{100 * row['flops_removed']:.1f} %", f"{row['params'] / 1e6:.2f} M",
+                size if base else f"{size} ({speed['size']:.0f}×)",
+                *[text if base else ratio(speed[key], text) for key, text in (
+                    ("cpu_prediction", f"{row['cpu_prediction_ms']:.1f} ms"),
+                    ("cpu_prediction_1thread", f"{row['cpu_prediction_1thread_ms']:.1f} ms"),
+                    ("cpu_train_step", f"{row['cpu_train_step_ms']:,.0f} ms"))],
+                f"{row['epoch_time_s']:.1f} s" if base else ratio(speed["epoch"], f"{row['epoch_time_s']:.1f} s", False),
+                "—" if base else f"{row['pruning_ms'] / 1e3:.2f} s"])
+    return table(["network", "FLOPs removed", "params", "safetensors", "prediction, 2 threads", "prediction, 1 thread",
+                  "CPU train step", "epoch", "pruning"], rows)
+
+
+QUANT_ROWS = {"none": "No-reg", "dq": "DQ", "l2": "ℓ2", "l1": "ℓ1 (exact)", "l1-fd": "ℓ1 (finite diff.)"}
+
+
+def quant_label(row: str) -> str:
+    if row.startswith("ste-"):
+        _, w, a = row.split("-")
+        return f"STE @ ({w},{a})"
+    return QUANT_ROWS.get(row, row)
+
+
+def quant_robustness_tables() -> str:
+    """Test accuracy after PTQ per model: mean ± std over seeds (a single seed: the value)."""
+    out = []
+    for model, found in results("quant-robustness")["models"].items():
+        columns = list(found["table"]["none"])
+        rows = [[quant_label(row)] + [mean_std(cells[c]["mean"], cells[c]["std"], len(cells[c]["runs"]))
+                                      if c in cells else "–" for c in columns]
+                for row, cells in found["table"].items()]
+        out.append(table([model] + columns, rows))
+    return "\n\n".join(out)
+
+
+QUANT_COST_MODELS = {"vgglike-quarter": "VGG-like ¼", "resnet20": "ResNet-20", "vgglike": "VGG-like full",
+                     "resnet18": "ResNet-18", "lenet5": "LeNet-5"}
+COST_GOAL = 3.0  # a regularized step should cost at most 3× a plain one
+
+
+def quant_cost_table() -> str:
+    """Time and peak-memory ratios of a regularized step to a plain one; the finite-difference ℓ1
+    bold where it meets the 3× goal that the exact ℓ1 misses."""
+    rows = []
+    for i, (model, cost) in enumerate(results("quant-robustness")["cost"].items()):
+        time, memory = cost["time_ratio"], cost["memory_ratio"]
+
+        def cell(kind: str) -> str:
+            t = f"{time[kind]:.2f}×"
+            t = bold(t, kind == "l1-fd" and time[kind] < COST_GOAL <= time["l1"])
+            return f"{t} time, {memory[kind]:.2f}× memory" if i == 0 and kind == "l1" else f"{t}, {memory[kind]:.2f}×"
+
+        rows.append([f"{QUANT_COST_MODELS.get(model, model)} ({cost['batch_size']})",
+                     f"{1e3 * cost['step_s']['none']:,.0f} ms", *map(cell, ("l1", "l1-fd", "l2", "dq"))])
+    return table(["network (batch)", "plain step", "ℓ1 exact", "ℓ1 finite differences", "ℓ2 exact", "DQ"], rows)
+
+
+IMAGE_CODECS = {"jpeg": "JPEG", "jpeg2000": "JPEG 2000", "webp": "WebP", "avif": "AVIF", "heic": "HEIC (HEVC)",
+                "jxl": "JPEG XL"}
+
+
+def seconds_range(values: list[float]) -> str:
+    """The range of per-rate mean times, in s from 10 s up, else in ms."""
+    low, high = min(values), max(values)
+    if high >= 10:
+        return f"{low:.0f}–{high:.0f} s"
+    digits = 0 if low >= 0.01 else 1
+    return f"{1e3 * low:.{digits}f}–{1e3 * high:.{digits}f} ms"
+
+
+def image_rd_tables() -> str:
+    """PSNR @ bpp at each target rate (means over images), with encoding and decoding time ranges
+    for COIN's images, then the classical codecs on every image."""
+    found = results("image-rd")
+    settings = found["settings"]
+    rates = settings["rates"]
+
+    def cells(curve: dict) -> list[str]:
+        return [f"{psnr:.2f} dB @ {bpp:.3f}" for psnr, bpp in zip(curve["psnr"], curve["bpp"])]
+
+    header = [f"{rate:g} bpp" for rate in rates]
+    coin = [["COIN (ours, {:,} it.)".format(settings["iterations"]), *cells(curve),
+             seconds_range(curve["encoding_time"]), seconds_range(curve["decoding_time"])]
+            for curve in [found["coin_images"]["coin"]]]
+    classical = [[IMAGE_CODECS.get(name, name), *cells(curve), seconds_range(curve["encoding_time"]),
+                  seconds_range(curve["decoding_time"])]
+                 for name, curve in found["coin_images"].items() if name != "coin"]
+    every = [[IMAGE_CODECS.get(name, name), *cells(curve)] for name, curve in found["all_images"].items()]
+    return "\n\n".join([
+        table([f"method ({' + '.join(settings['coin_images'])})", *header, "encode", "decode"], coin + classical),
+        table([f"method (all {len(settings['classical_images'])})", *header], every)])
+
+
+def bd(value: float) -> str:
+    text = f"{abs(value):.0f}" if abs(value) >= 100 else f"{abs(value):.1f}"
+    return ("−" if value < 0 else "+") + text
+
+
+def bd_cell(entry: dict | None, first: bool, neural: bool, quality: tuple[float, float], anchor: str,
+            anchor_low: float | None) -> str:
+    """PSNR BD-rate [/ MS-SSIM BD-rate] in %, with the PSNR range it averages over where that says
+    something: for the neural codecs in the first anchor's column, and wherever it is under 1 dB."""
+    if entry is None:
+        return "–"
+    psnr = entry["psnr-rgb"]
+    if psnr["bd_rate"] is None:
+        low, high = quality
+        if first and anchor_low is not None and high < anchor_low:
+            return f"undefined: {low:.1f}–{high:.1f} dB, below {anchor}'s lowest {anchor_low:.1f} dB"
+        return "undefined"
+    low, high = psnr["quality_range"]
+    text = bd(psnr["bd_rate"]) + (f" (over {low:.1f}–{high:.1f} dB)" if neural and first else "")
+    ms = entry.get("ms-ssim-rgb", {}).get("bd_rate")
+    text += f" / {bd(ms)}" if ms is not None else ""
+    return text + (f" (over {high - low:.1f} dB only)" if high - low < 1 and not (neural and first) else "")
+
+
+BD_ANCHORS = ("JPEG", "WebP")
+
+
+def bd_rate_table() -> str:
+    """BD-rates of the image codecs against JPEG and WebP, from image-rd and coinpp-rd (Kodak, CIFAR-10)."""
+    rows = []
+
+    def add(data: str, codecs: dict[str, str], table_: dict, curves: dict[str, dict]):
+        for label, names in codecs.items():
+            names = [n for n in names if n in table_] if isinstance(names, list) else [names]
+            neural = label.startswith("COIN")
+            quality = [q for n in names for q in curves[n]["psnr-rgb"]]
+            merged = all(table_[n].get(a, {}).get("psnr-rgb", {}).get("bd_rate") is None
+                         for n in names for a in BD_ANCHORS if a != n)
+            for name in ([names[0]] if merged else names):
+                row = [data, label if merged or len(names) == 1 else name]
+                for i, anchor in enumerate(BD_ANCHORS):
+                    entry = None if anchor == name else table_[name].get(anchor)
+                    anchor_low = min(curves[anchor]["psnr-rgb"]) if anchor in curves else None
+                    row.append(bd_cell(entry, i == 0, neural, (min(quality), max(quality)), anchor, anchor_low))
+                rows.append(row)
+
+    image = results("image-rd")
+    settings = image["settings"]
+    subset = "kodak-" + "-".join(settings["coin_images"])
+    add(f"Kodak, {len(settings['classical_images'])} images",
+        {"WebP": "WebP", "AVIF": "AVIF", "HEIC": "HEIC", "JPEG 2000": "JPEG 2000", "JPEG XL": "JPEG XL",
+         "COIN, official curve (thesis settings)": "COIN official"}, image["bd_rate"]["kodak"],
+        rd_curves("image-rd", "kodak"))
+    add(" + ".join(settings["coin_images"]), {f"COIN, {settings['iterations']:,} iterations (CPU profile)": "COIN"},
+        image["bd_rate"][subset], rd_curves("image-rd", subset))
+    for name, dataset in (("coinpp-rd-kodak", "kodak"), ("coinpp-rd-cifar10", "cifar10")):
+        found = results(name)
+        coinpp = [n for n in found["bd_rate"] if n.startswith("COIN++") and "archive" not in n]
+        points = next(iter(found["coinpp"].values()))["points"]
+        data = (f"Kodak ({' + '.join(found['task']['test_datapoints'])})" if dataset == "kodak" else
+                f"CIFAR-10, {points[0]['datapoints']:,} test images")
+        codecs = {"COIN++ (CPU profile)": coinpp}
+        if "coin" in found:
+            codecs["COIN (on {} of them)".format(found["coin"]["coin_fits"] // len(found["coin"]["points"]))] = "COIN"
+        codecs |= {"WebP": "WebP"} if dataset == "cifar10" else {}
+        add(data, codecs, found["bd_rate"], rd_curves(name, dataset))
+    return table(["data", "codec", "vs JPEG", "vs WebP"], rows)
+
+
+TEST_SPLITS = {"test": "1,000 genuine test images", "test-jpeg": "10,000 JPEG test images"}  # CIFAR-10's
+
+
+def train_reference_table() -> str:
+    """Test accuracy (mean ± std over seeds, or the one seed's) and median epoch time."""
+    rows = []
+    titles = {"lenet5-mnist": "LeNet-5, MNIST", "resnet20-cifar10": "ResNet-20, CIFAR-10 genuine subset"}
+    for name, run in results("train-reference").items():
+        accuracy = run["test_accuracy"]
+        seeds = len(accuracy["values"])
+        text = (f"{100 * accuracy['mean']:.2f} % ± {100 * accuracy['std']:.2f} ({seeds} seeds)" if seeds > 1 else
+                f"{pct(accuracy['mean'])} %")
+        extra = {k.removesuffix("_accuracy"): v for k, v in run.items() if k.endswith("_accuracy") and k != "test_accuracy"}
+        if extra:  # CIFAR-10: the genuine test images, then the other test splits
+            text += f" on the {TEST_SPLITS.get('test', 'test')}" + "".join(
+                f"; {pct(v['mean'])} % on the {TEST_SPLITS.get(k, k)}" for k, v in extra.items())
+            text += f" (seed {run['runs'][0]['seed']})" if seeds == 1 else ""
+        rows.append([f"{titles.get(name, name)} ({run['train_size']:,} train)", str(run["epochs"]), text,
+                     f"{run['median_epoch_time_s']:.1f} s"])
+    return table(["model / data", "epochs", "test accuracy", "median epoch time"], rows)
+
+
+def coinpp_table(name: str) -> str:
+    """Per base network and bit-width: file, archive and payload rate (bpp) and PSNR (and MS-SSIM)."""
+    found = results(name)
+    bases = found["coinpp"]
+    bits = sorted({p["bits"] for base in bases.values() for p in base["points"]})
+    rows = []
+    for label, base in bases.items():
+        points = {p["bits"]: p for p in base["points"]}
+        for key, what, fmt in (("rate", "file bpp", "{:.3f}"), ("archive_rate", "one archive, bpp", "{:.3f}"),
+                               ("payload_rate", "payload bpp", "{:.3f}"), ("psnr", "PSNR", "{:.2f}"),
+                               ("ms-ssim", "MS-SSIM", "{:.3f}")):
+            if all(key in p for p in points.values()):
+                values = [fmt.format(points[b][key]) if b in points else "" for b in bits]
+                values[0] += " dB" if key == "psnr" else ""
+                rows.append([f"{label}, {what}"] + values)
+    return table([""] + [f"{bits[0]} bits"] + [str(b) for b in bits[1:]], rows)
+
+
+RESULT_TABLES = {
+    "train-reference": train_reference_table,
+    "bd-rate": bd_rate_table,
+    "prune-at-init": prune_at_init_tables,
+    "prune-at-init-meta-steps": prune_meta_steps_table,
+    "structured-accuracy": structured_accuracy_table,
+    "structured-speedup": structured_speedup_table,
+    "quant-robustness": quant_robustness_tables,
+    "quant-robustness-cost": quant_cost_table,
+    "image-rd": image_rd_tables,
+    "coinpp-rd-cifar10": lambda: coinpp_table("coinpp-rd-cifar10"),
+    "coinpp-rd-kodak": lambda: coinpp_table("coinpp-rd-kodak"),
+}
+RESULT_PAGES = ("benchmarks.md", "pruning.md", "quantization.md", "coin.md", "coinpp.md")
+MARKED = re.compile(r"(<!-- results:([\w.-]+) -->\n)(.*?)(<!-- /results -->)", re.S)
+
+
+def with_results(text: str, page: str) -> str:
+    """``text`` with every marked results table regenerated (a blank line on each side of it)."""
+    def fill(match: re.Match) -> str:
+        name = match.group(2)
+        if name not in RESULT_TABLES:
+            raise SystemExit(f"docs/{page}: unknown results table {name!r} (known: {', '.join(RESULT_TABLES)})")
+        return f"{match.group(1)}\n{RESULT_TABLES[name]()}\n\n{match.group(4)}"
+
+    return MARKED.sub(fill, text)
+
+
+def result_markers() -> dict[str, list[str]]:
+    """Which results tables each page marks."""
+    return {page: [m.group(2) for m in MARKED.finditer((DOCS / page).read_text())] for page in RESULT_PAGES}
+
+
+PAGES = {"formats.md": formats_page, "cli.md": cli_page} | {
+    page: (lambda page=page: with_results((DOCS / page).read_text(), page)) for page in RESULT_PAGES}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,7 +72,9 @@ def test_entropy_coded_size_is_the_model_cross_entropy_and_psnr_is_measured(base
     quantizer = quantizer_for(base, 6)
     symbols = quantizer.symbols(coded.latents)
     ideal_bytes = symbol_model(base, 6).cross_entropy_bits(symbols) / 8
-    assert ideal_bytes <= coded.payload_bytes <= 1.01 * ideal_bytes + 2
+    # the coder quantizes the model's probabilities, so one message may come out a few bits under
+    # the float cross-entropy; never a whole byte
+    assert ideal_bytes - 1 <= coded.payload_bytes <= 1.01 * ideal_bytes + 2
     reference = point.values.astype(np.float64)
     mse = np.mean((coded.reconstruction.astype(np.float64) - reference) ** 2)
     assert coded.psnr == pytest.approx(10 * math.log10(255 ** 2 / mse), rel=1e-6)
@@ -271,3 +273,48 @@ def test_training_patches_skip_constant_background():
     assert all(p.amax() == 1.0 and p.amin() == 0.0 for p in drawn)
     flat = torch.full((10, 10, 1), 0.5)  # nothing to find: gives up and returns a patch
     assert non_constant_patch(flat, (4, 4), generator).shape == (4, 4, 1)
+
+
+def test_the_straight_through_quantizer_gives_bin_centres_and_the_identity_gradient(bases):
+    quantizer = quantizer_for(bases["image"], 4)
+    z = (torch.randn(5, 7, generator=torch.Generator().manual_seed(0)) * 2 * quantizer.std + quantizer.mean)
+    z.requires_grad_(True)
+    q = quantizer.straight_through(z)
+    np.testing.assert_allclose(q.detach().numpy(), quantizer.values(quantizer.symbols(z)).numpy(), rtol=1e-6)
+    (q * torch.arange(7.0)).sum().backward()
+    assert torch.equal(z.grad, torch.arange(7.0).expand(5, 7))
+
+
+@pytest.mark.parametrize("bits", [3, 6])
+def test_encode_time_effort_never_hurts_a_tile_and_raises_psnr(bases, bits):
+    from metacompress.codecs.coinpp import refine_tile_latents
+
+    base = bases["image"]
+    point = read_datapoint(sample_path(SAMPLES["image"]), base.config.data)
+    tiles = tile_patches(to_features(point.values, base.config.data), base.config.patch)
+    tiles = tiles.reshape(tiles.shape[0], -1, tiles.shape[-1])[:40]
+    quantizer = quantizer_for(base, bits)
+    start = fit_tile_latents(base, tiles, 3)
+
+    def errors(latents):
+        rendered = render_tiles(base, quantizer.values(quantizer.symbols(latents)))
+        return ((rendered - tiles) ** 2).flatten(1).mean(1)
+
+    refined = refine_tile_latents(base, tiles, start, quantizer, 20)
+    before, after = errors(start), errors(refined)
+    assert (after <= before + 1e-7).all()  # each tile keeps its best quantized latents
+    assert after.mean() < 0.99 * before.mean()  # and the effort pays on average (a tiny base: ~4 %)
+    # chunking changes nothing: one tile at a time gives the same latents
+    one_by_one = torch.cat([refine_tile_latents(base, tiles[i:i + 1], start[i:i + 1], quantizer, 20)
+                            for i in range(3)])
+    torch.testing.assert_close(one_by_one, refined[:3], rtol=1e-5, atol=1e-7)
+
+
+def test_an_effortful_file_decodes_to_its_reconstruction_and_beats_the_plain_one(bases):
+    base = bases["image"]
+    point = sample_point("image", base)
+    plain, refined = encode(point, base, bits=5, steps=3), encode(point, base, bits=5, steps=3, effort=30)
+    np.testing.assert_array_equal(decode(refined.data, base).values, refined.reconstruction)
+    assert refined.psnr >= plain.psnr
+    with pytest.raises(UserError, match="effort"):
+        encode(point, base, bits=5, steps=3, effort=-1)

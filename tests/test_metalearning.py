@@ -129,6 +129,32 @@ def test_meta_train_resumes_exactly(tmp_path):
         meta_train(fresh(), sine_sampler(), replace(config, batch_size=8), out_dir=tmp_path, resume=True)
 
 
+def test_the_learning_curve_is_recorded_and_survives_a_resume(tmp_path):
+    config = MetaConfig(iterations=10, batch_size=4, inner_lr=1e-2, outer_lr=1e-3, checkpoint_every=4,
+                        validate_every=4)
+    seen = []
+
+    def validate(model):
+        seen.append(sum(float(p.sum()) for p in model.parameters()))
+        return {"probe": seen[-1]}
+
+    def fresh():
+        torch.manual_seed(0)
+        return ModulatedSiren(1, 8, 2, 1, 4, w0=10.0)
+
+    straight = meta_train(fresh(), sine_sampler(), config, validate=validate)
+    assert [h["iteration"] for h in straight if "val" in h] == [4, 8, 10]  # every 4 steps and the last
+    expected = {h["iteration"]: h["val"] for h in straight if "val" in h}
+    meta_train(fresh(), sine_sampler(), replace(config, iterations=5), out_dir=tmp_path, validate=validate)
+    resumed = meta_train(fresh(), sine_sampler(), config, out_dir=tmp_path, resume=True, validate=validate)
+    # the curve spans both stretches (plus a point where the first one stopped)
+    assert {h["iteration"]: h["val"] for h in resumed if "val" in h} == expected | {5: resumed[4]["val"]}
+    assert all("val" not in h for h in meta_train(fresh(), sine_sampler(), replace(config, validate_every=0),
+                                                  validate=validate))
+    with pytest.raises(UserError, match="--validate-every"):
+        replace(config, validate_every=-1)
+
+
 def test_meta_train_skips_non_finite_and_spiking_steps():
     torch.manual_seed(0)
     model = ModulatedSiren(1, 8, 2, 1, 4, w0=10.0)

@@ -22,6 +22,10 @@ Besides ``results.json``, every curve is written in CompressAI's shape (:mod:`.r
 holds the BD-rate (PSNR and MS-SSIM) of every curve against JPEG and WebP on the same images.
 Runs logged before MS-SSIM was measured get it from the same file: the stored ``.mcz`` decoded,
 a classical codec re-run at its stored knob (its PSNR checked against the log); nothing refits.
+
+``device`` (``--device``): where COIN's networks are fitted (the learning-rate probe too); every
+file is decoded on the CPU, as ``metacompress decode`` does by default, so the PSNR, MS-SSIM and
+decoding times are the CPU decoder's. The classical codecs run on the CPU.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 
 from metacompress.bench import rd_results
@@ -72,7 +77,7 @@ PROFILES = {
 }
 
 
-def run(profile: str, data_root, out_dir: Path, codec: str = "coin") -> dict:
+def run(profile: str, data_root, out_dir: Path, codec: str = "coin", device="cpu") -> dict:
     if codec not in CODECS:
         raise UserError(f"image-rd compares {', '.join(CODECS)} with the classical codecs, not {codec!r}")
     settings = PROFILES[profile]
@@ -84,12 +89,12 @@ def run(profile: str, data_root, out_dir: Path, codec: str = "coin") -> dict:
         raise UserError(f"Kodak images not found: {', '.join(missing)}")
     log = out_dir / "runs.jsonl"
     done = read_runs(log)
-    probe = None if settings.lr is not None else lr_probe(settings, resolve_data_root(data_root), log, done)
+    probe = None if settings.lr is not None else lr_probe(settings, resolve_data_root(data_root), log, done, device)
     lr = settings.lr if settings.lr is not None else probe["chosen"]
 
     classical = {name: {image: {rate: classical_record(name, image, images[image], rate, log, done)
                                 for rate in settings.rates} for image in images} for name in CLASSICAL_IMAGE_CODECS}
-    coin = {image: {rate: coin_record(settings, lr, image, images[image], rate, out_dir, log, done)
+    coin = {image: {rate: coin_record(settings, lr, image, images[image], rate, out_dir, log, done, device)
                     for rate in settings.rates} for image in coin_names}
     for image, per_rate in coin.items():
         for rate, record in per_rate.items():
@@ -148,7 +153,7 @@ def classical_record(name: str, image_name: str, image: np.ndarray, rate: float,
     return strip_key(done[key])
 
 
-def lr_probe(settings: Profile, data_root: Path, log: Path, done: dict) -> dict:
+def lr_probe(settings: Profile, data_root: Path, log: Path, done: dict, device="cpu") -> dict:
     """COIN's PSNR after the profile's iteration budget at each candidate learning rate, on one
     training photo at the middle rate: the learning rate for a short budget, chosen off Kodak."""
     image = load_image(data_root / settings.probe_image)
@@ -156,9 +161,9 @@ def lr_probe(settings: Profile, data_root: Path, log: Path, done: dict) -> dict:
     trials = {}
     for lr in settings.probe_lrs:
         config = CoinConfig(bpp=rate, iterations=settings.iterations, lr=lr)
-        key = run_key("probe", asdict(config) | {"image": settings.probe_image}, lr)
+        key = run_key("probe", asdict(config) | {"image": settings.probe_image}, lr, device=device)
         if key not in done:
-            result = encode_image(image, config)
+            result = encode_image(image, config, device=device)
             done[key] = append_run(log, key, {"lr": lr, "psnr": result.psnr, "seconds": result.seconds})
             print(f"probe lr {lr}: {result.psnr:.2f} dB", flush=True)
         trials[str(lr)] = done[key]["psnr"]
@@ -168,12 +173,13 @@ def lr_probe(settings: Profile, data_root: Path, log: Path, done: dict) -> dict:
 
 
 def coin_record(settings: Profile, lr: float, image_name: str, image: np.ndarray, rate: float, out_dir: Path,
-                log: Path, done: dict) -> dict:
+                log: Path, done: dict, device="cpu") -> dict:
     config = CoinConfig(bpp=rate, iterations=settings.iterations, lr=lr)
-    key = run_key("coin", asdict(config), image_name, rate)
-    file = Path("coin") / f"{image_name}-{rate}bpp.mcz"
+    key = run_key("coin", asdict(config), image_name, rate, device=device)
+    on = torch.device(device).type
+    file = Path("coin") / f"{image_name}-{rate}bpp{'' if on == 'cpu' else '-' + on}.mcz"  # one file per run key
     if key not in done or not (out_dir / file).exists():
-        result = encode_image(image, config)
+        result = encode_image(image, config, device=device)
         atomic_write_bytes(out_dir / file, result.data)
         decoding_time, decoded = timed(decode_image, result.data)
         assert np.array_equal(decoded, decode_image((out_dir / file).read_bytes()))

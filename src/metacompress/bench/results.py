@@ -22,12 +22,14 @@ def machine_description() -> dict:
 
 
 def write_results(out_dir: Path, name: str, profile: str, results: dict, command: str | None = None,
-                  wall_time_s: float | None = None) -> Path:
+                  wall_time_s: float | None = None, device: str | None = None) -> Path:
+    """``device``: where the benchmark trained and fitted (recorded when given)."""
     document = {
         "name": name,
         "profile": profile,
         "command": command or "metacompress " + " ".join(sys.argv[1:]),
         "machine": machine_description(),
+        **({"device": str(device)} if device is not None else {}),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": wall_time_s,
         "results": results,
@@ -38,8 +40,9 @@ def write_results(out_dir: Path, name: str, profile: str, results: dict, command
 
 
 def run_benchmark(module, name: str, profile: str, data_root, out_dir: Path, **options) -> dict:
-    """``options`` (e.g. ``codec="coin"``) go to benchmarks that take them; ``device`` other than the
-    CPU is refused by a benchmark that cannot use one yet."""
+    """``options`` (e.g. ``codec="coin"``) go to benchmarks that take them; ``device`` (auto, cpu,
+    cuda, cuda:N) goes to every benchmark whose ``run`` takes one and is refused, if not the CPU, by
+    one that does not."""
     import inspect
 
     from metacompress.distributed import resolve_device
@@ -49,10 +52,10 @@ def run_benchmark(module, name: str, profile: str, data_root, out_dir: Path, **o
     if "device" in inspect.signature(module.run).parameters:
         options["device"] = device
     elif device.type != "cpu":
-        raise UserError(f"bench {name} runs on the CPU only so far; drop --device {device} (device-aware: "
-                        "train-reference, coinpp-rd)")
+        raise UserError(f"bench {name} runs on the CPU only; drop --device {device}")
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     results = module.run(profile=profile, data_root=data_root, out_dir=out_dir, **options)
-    write_results(out_dir, name, profile, results, wall_time_s=round(time.perf_counter() - started, 1))
+    write_results(out_dir, name, profile, results, wall_time_s=round(time.perf_counter() - started, 1),
+                  device=device)
     return results

@@ -13,8 +13,15 @@ CPU profile: scoring on a batch of 128 genuine CIFAR-10 training images; trainin
 fixed 3,072-image subset (24 steps; the accuracies are those of barely trained networks, and only
 compare the configurations); 1 seed. Paper profile: the §A.1 recipe, 160 epochs on a user-supplied
 full CIFAR-10, lr 0.1 halved at epochs 80 and 120, and speeds measured on whatever machine runs it.
+
+``device`` (``--device``): where the networks train, so ``epoch_time_s`` (and its speedup) is that
+device's; on CUDA each configuration also gets ``gpu_prediction_ms`` (single image, synchronized,
+alternating rounds like the CPU's) and ``gpu_train_step_ms``. The CPU columns are the thesis' CPU
+measurements and stay on the CPU (a copy of each network), whatever the device; the channels are
+chosen on the CPU too (the channel masks of the pruning library are CPU tensors).
 """
 
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,10 +29,10 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from metacompress.bench.runs import training_subset
-from metacompress.cost import compare_prediction_seconds, cost_report
+from metacompress.bench.runs import synchronizer, training_subset
+from metacompress.cost import compare_prediction_seconds, cost_report, median_seconds
 from metacompress.errors import UserError
-from metacompress.models import model_from_spec
+from metacompress.models import model_from_spec, module_mode
 from metacompress.pruning.api import prune_channels_at_init
 from metacompress.recipes import load_experiment_data, spec_for
 from metacompress.training import TrainConfig, channel_stats, normalize, shuffled_batches, train
@@ -51,7 +58,7 @@ THESIS_TABLE_3_2 = {
 }
 
 
-def run(profile: str, data_root, out_dir: Path) -> dict:
+def run(profile: str, data_root, out_dir: Path, device="cpu") -> dict:
     settings = PROFILES[profile]
     train_data, eval_sets = load_experiment_data(settings["dataset"], data_root)
     train_data = training_subset(train_data, settings["train_size"])
@@ -64,10 +71,14 @@ def run(profile: str, data_root, out_dir: Path) -> dict:
         spec = spec_for(name, train_data)
         rows, models = {}, {}
         for label, prune in CONFIGS.items():
-            rows[label], model = measure(spec, prune, train_data, eval_sets, example, config)
+            rows[label], model = measure(spec, prune, train_data, eval_sets, example, config, device)
             if model is not None:
                 models[label] = model
             print(f"{name} {label}: {rows[label]}", flush=True)
+        if torch.device(device).type == "cuda":
+            for label, seconds in device_prediction_seconds(models, example, device).items():
+                rows[label]["gpu_prediction_ms"] = 1e3 * seconds
+        models = {label: model.cpu() for label, model in models.items()}
         for key, threads in (("cpu_prediction_ms", None), ("cpu_prediction_1thread_ms", 1)):
             for label, seconds in compare_prediction_seconds(models, example, threads=threads).items():
                 rows[label][key] = 1e3 * seconds
@@ -79,7 +90,8 @@ def run(profile: str, data_root, out_dir: Path) -> dict:
     return results
 
 
-def measure(spec, prune, train_data, eval_sets, example, config: TrainConfig) -> dict:
+def measure(spec, prune, train_data, eval_sets, example, config: TrainConfig, device="cpu") -> dict:
+    """One configuration's row, and its trained network (on ``device``); None for a refused one."""
     torch.manual_seed(config.seed)
     model = model_from_spec(spec)
     row = {}
@@ -96,10 +108,24 @@ def measure(spec, prune, train_data, eval_sets, example, config: TrainConfig) ->
         row |= {"flops_removed": pruned.removed, "pruning_ms": 1e3 * pruned.seconds,
                 "pruning_with_slicing_ms": 1e3 * (time.perf_counter() - started)}
     row |= cost_report(model, example, num_classes=len(train_data.classes), batch_size=128)
-    result = train(spec, train_data, eval_sets, config, model=model, progress=False)
+    result = train(spec, train_data, eval_sets, config, model=model, progress=False, device=device)
     row |= {"epoch_time_s": sum(r["epoch_time_s"] for r in result.history) / len(result.history),
             "test_accuracy": result.final["test_accuracy"]}
     return row, model
+
+
+@torch.no_grad()
+def device_prediction_seconds(models: dict, example: torch.Tensor, device, rounds: int = 15,
+                              repeats: int = 20) -> dict[str, float]:
+    """``compare_prediction_seconds`` on ``device`` (the models are there): each call waits for the
+    device to finish before the clock is read."""
+    example, sync = example.to(device), synchronizer(device)
+    per_round = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            with module_mode(model, training=False):
+                per_round[name].append(median_seconds(lambda m=model: m(example), repeats, synchronize=sync))
+    return {name: statistics.median(times) for name, times in per_round.items()}
 
 
 def add_speedups(rows: dict) -> None:
@@ -112,6 +138,8 @@ def add_speedups(rows: dict) -> None:
                           "cpu_train_step": base["cpu_train_step_ms"] / row["cpu_train_step_ms"],
                           "epoch": base["epoch_time_s"] / row["epoch_time_s"],
                           "size": base["disk_bytes"] / row["disk_bytes"], "flops": base["flops"] / row["flops"]}
+        if "gpu_prediction_ms" in row:
+            row["speedup"]["gpu_prediction"] = base["gpu_prediction_ms"] / row["gpu_prediction_ms"]
 
 
 def plot(results: dict, path: Path) -> None:

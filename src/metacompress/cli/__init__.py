@@ -43,6 +43,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-q", "--quiet", action="store_true", help="log errors only, no warnings")
     verbosity.add_argument("-v", "--verbose", action="store_true", help="log progress information too")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for tensor work (default: torch's, one per core); on a machine shared "
+                             "with other jobs, fewer threads than cores avoids threads waiting on each other")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
     for name, spec in COMMANDS.items():
         p = commands.add_parser(name, help=spec.help)
@@ -51,9 +54,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def set_threads(threads: int) -> None:
+    if threads < 1:
+        raise UserError(f"--threads must be at least 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def command_name(argv: list[str]) -> str:
-    """The command ``argv`` asks for: its first word that is not a global option ("" for none)."""
-    return next((word for word in argv if not word.startswith("-")), "")
+    """The command ``argv`` asks for: its first word that names one ("" for none; global options
+    such as ``--threads N`` come before it and take values)."""
+    return next((word for word in argv if word in COMMANDS), "")
 
 
 def main(argv=None) -> int:
@@ -63,6 +75,8 @@ def main(argv=None) -> int:
         level = next((level for flag, level in LOG_LEVELS.items() if getattr(args, flag)), logging.WARNING)
         logging.basicConfig(level=level, format="metacompress: %(message)s", stream=sys.stderr)
         logging.getLogger("metacompress").setLevel(level if level != logging.WARNING else logging.NOTSET)
+        if args.threads is not None:
+            set_threads(args.threads)
         summary = COMMANDS[args.command].run(args)
     except UserError as e:
         print(f"metacompress: error: {e}", file=sys.stderr)

@@ -14,7 +14,10 @@ def add_bench_arguments(p):
     p.add_argument("--modality", choices=("cifar10", "kodak", "audio", "volume", "sphere"),
                    help="coinpp-rd: the test setting")
     p.add_argument("--device", default="cpu",
-                   help="train-reference, coinpp-rd: cpu (default), auto, cuda or cuda:N; the others run on the CPU")
+                   help="cpu (default), auto (a GPU if there is one), cuda or cuda:N: where networks train and "
+                        "COIN/COIN++ fit (the paper profiles need a GPU). Pruning at initialization, decoding and "
+                        "the classical codecs stay on the CPU; structured-speedup keeps its CPU latency columns "
+                        "on the CPU and adds GPU prediction time on cuda")
     add_data_root(p)
     add_json(p)
 

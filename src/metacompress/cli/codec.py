@@ -18,8 +18,17 @@ def add_encode_arguments(p):
     p.add_argument("--base", help="coinpp: base network (BASE.safetensors + BASE.json; default: the bundled photo base)")
     p.add_argument("--bits", type=int, help="coinpp: latent bits (3–8, default 5); coin: 16 = fp16 weights, 2–15 uniform")
     p.add_argument("--steps", type=int, default=10, help="coinpp: inner-loop steps fitting the latents (thesis: 3–10)")
+    p.add_argument("--effort", type=int,
+                   help="coinpp: Adam steps refining the latents for the quantizer after the inner-loop steps "
+                        "(more: slower encoding, higher PSNR at the same size; 0: none)")
     p.add_argument("--no-entropy", action="store_true", help="coinpp: store fixed-width symbols, no entropy coding")
     p.add_argument("--time", type=int, help="coinpp, globes: the time step of a multi-step netCDF file")
+    p.add_argument("--resample", action="store_true",
+                   help="coinpp, audio: resample a file of another rate to the base network's (else it is refused; "
+                        "the decoded file has the network's rate)")
+    p.add_argument("--downmix", action="store_true",
+                   help="coinpp, audio: mix several channels down to mono (else they are refused; the decoded file "
+                        "is mono)")
     p.add_argument("--bpp", type=float, default=0.3, help="coin: target bits per pixel, header included (picks the network)")
     p.add_argument("--iters", type=int, default=50_000, help="coin: Adam iterations (thesis: 50k)")
     p.add_argument("--lr", type=float, default=2e-4, help="coin: Adam learning rate")
@@ -72,7 +81,10 @@ def add_train_base_arguments(p):
     p.add_argument("--checkpoint-steps", action="store_true", help="recompute inner steps on backward: less memory")
     p.add_argument("--variables", help="sphere: comma-separated netCDF variables (default: all on the main grid)")
     p.add_argument("--val-fraction", type=float, default=0.05, help="share of datapoints held out for validation PSNR")
-    p.add_argument("--resume", action="store_true", help="continue from OUT.run/meta_checkpoint")
+    p.add_argument("--validate-every", type=int, default=0,
+                   help="record validation PSNR (3 and 10 inner steps) every N outer steps: the learning curve")
+    p.add_argument("--resume", action="store_true", help="continue from OUT.run/meta_checkpoint (same result as "
+                   "one uninterrupted run; --iters may grow, and --iters ≤ the steps done finishes the base now)")
     p.add_argument("--force", action="store_true", help="overwrite an existing base network at OUT")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -101,17 +113,19 @@ def command_encode(args) -> dict:
 def encode_coinpp(args, device):
     import numpy as np
 
-    from metacompress.codecs.coinpp import DEFAULT_BITS, CoinPP
-    from metacompress.modalities.files import read_datapoint
+    from metacompress.codecs.coinpp import DEFAULT_BITS, DEFAULT_EFFORT, CoinPP
+    from metacompress.modalities.files import read_datapoint_converting
     from metacompress.modalities.patches import tile_grid
 
     base, base_name = load_base_argument(args.base, device)
-    point = read_datapoint(args.input, base.config.data, args.time)
+    point, converted = read_datapoint_converting(args.input, base.config.data, args.time, resample=args.resample,
+                                                 downmix=args.downmix)
     bits = DEFAULT_BITS if args.bits is None else args.bits
-    codec = CoinPP(base, bits=bits, steps=args.steps, entropy=not args.no_entropy)
+    effort = DEFAULT_EFFORT if args.effort is None else args.effort
     tiles = math.prod(tile_grid(point.values.shape, base.config.patch))
-    with progress(args, tiles, "encoding", "patch") as shown:
-        codec.progress = lambda done, total: shown.update(done - shown.done)
+    with progress(args, tiles * (2 if effort else 1), "encoding", "patch") as shown:
+        codec = CoinPP(base, bits=bits, steps=args.steps, entropy=not args.no_entropy, effort=effort,
+                       progress=lambda done, total: shown.update(done - shown.done))
         encoded = codec.compress(point)
     samples = math.prod(point.values.shape[:-1])
     return encoded, {
@@ -119,8 +133,8 @@ def encode_coinpp(args, device):
         "bytes": len(encoded.data), "header_bytes": len(encoded.data) - encoded.stats["payload_bytes"],
         "bits_per_sample": 8 * len(encoded.data) / samples,
         "compression_ratio": point.values.size * np.dtype(point.dtype).itemsize / len(encoded.data),
-        "psnr": encoded.stats["psnr"], "bits": bits, "steps": args.steps, "entropy_coding": not args.no_entropy,
-        "patches": encoded.stats["tiles"]}
+        "psnr": encoded.stats["psnr"], "bits": bits, "steps": args.steps, "effort": effort, "entropy_coding": not args.no_entropy,
+        "patches": encoded.stats["tiles"]} | ({"converted": converted} if converted else {})
 
 
 def encode_coin(args, device):
@@ -200,7 +214,8 @@ def command_train_base(args) -> dict:
                                 "it or --resume to continue its run")
     meta = MetaConfig(iterations=args.iters, batch_size=args.batch_size, inner_steps=args.inner_steps,
                       inner_lr=args.inner_lr, outer_lr=args.outer_lr, first_order=args.first_order,
-                      checkpoint_steps=args.checkpoint_steps, seed=args.seed)  # validated before any data is read
+                      checkpoint_steps=args.checkpoint_steps, validate_every=args.validate_every,
+                      seed=args.seed)  # validated before any data is read
     ctx = init_distributed(args.device)
     patch = parse_ints(args.patch, "--patch") if args.patch else None
     variables = args.variables.split(",") if args.variables else None

@@ -3,31 +3,55 @@ through libsndfile's Ogg container, via soundfile).
 
 Signals are mono float32 arrays in [−1, 1] at ``sample_rate``; each codec writes its format's
 real file (``.mp3`` / ``.opus``), so kbps = 8 × file bytes / duration counts what a user stores.
-Decoding returns the same number of samples as went in: MP3 frames add encoder delay and
-padding, which are trimmed by aligning the decoded signal with the input length (LAME's
-and decoder delays, 1105 samples in all, are cut off).
+Decoding returns the input's sample rate and the same number of samples as went in. A stream
+may be coded at another rate than it was given: at 8 kbps LAME resamples 16 kHz input to 8 kHz
+(MPEG-2.5), which is what ``lame -b 8`` does and slightly better than forcing 16 kHz, so the
+decoded stream is resampled back to the input's rate (``scipy.signal.resample_poly``, the
+exact rational factor, zero-phase) before it is compared with the input. MP3 frames add
+encoder delay and padding, which are trimmed by aligning the decoded signal with the input
+length (LAME's and the decoder's delays, 1105 samples at the coded rate, are cut off).
 """
 
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import soundfile
+from scipy.signal import resample_poly
 
 from metacompress.codecs.codec import Codec, Encoded
 from metacompress.errors import FormatError, UserError
 
-# LAME's encoder delay (576) + the layer III decoder delay (529), which libsndfile leaves in;
-# measured by cross-correlation on speech at 16–64 kbps.
+# LAME's encoder delay (576) + the layer III decoder delay (529), which libsndfile leaves in, in samples
+# at the coded rate; measured by cross-correlation on speech at 8 kbps (coded at 8 kHz) and 16–64 kbps.
 MP3_DELAY = 1105
-MP3_BITRATES = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)  # MPEG-2 layer III at 16 kHz
+OPUS_RATES = (8_000, 12_000, 16_000, 24_000, 48_000)  # the rates libopus codes (libsndfile refuses others)
+MP3_BITRATES = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)  # MPEG-2 layer III (8 kbps: coded at 8 kHz)
 
 
 def _check_signal(x: np.ndarray, codec: str) -> np.ndarray:
     if not (isinstance(x, np.ndarray) and x.ndim == 1 and x.size and x.dtype.kind == "f"):
         raise UserError(f"{codec}: expects a non-empty 1-D float signal in [-1, 1], got {getattr(x, 'shape', x)!r}")
     return np.clip(x, -1.0, 1.0)
+
+
+def _read(data: bytes, what: str) -> tuple[np.ndarray, int]:
+    """Decode a whole file with libsndfile: mono float32 samples and the rate they are coded at."""
+    try:
+        decoded, rate = soundfile.read(io.BytesIO(data), dtype="float32")
+    except Exception as exc:  # soundfile.LibsndfileError and friends
+        raise FormatError(f"{what} ({exc})") from None
+    return (decoded if decoded.ndim == 1 else decoded.mean(axis=1)), int(rate)
+
+
+def _at_rate(decoded: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """``decoded`` (at ``rate``) resampled to ``target`` by the exact rational factor."""
+    if rate == target:
+        return decoded.astype(np.float32)
+    g = math.gcd(rate, target)
+    return resample_poly(decoded, target // g, rate // g).astype(np.float32)
 
 
 def _aligned(decoded: np.ndarray, length: int, delay: int) -> np.ndarray:
@@ -65,14 +89,12 @@ class Mp3(_AudioCodec):
         return bytes(encoder.encode(pcm.tobytes()) + encoder.flush())
 
     def decode(self, data: bytes, length: int | None = None) -> np.ndarray:
-        try:
-            decoded, _ = soundfile.read(io.BytesIO(data), dtype="float32")
-        except Exception as exc:  # soundfile.LibsndfileError and friends
-            raise FormatError(f"mp3: not a valid MP3 stream ({exc})") from None
-        decoded = decoded if decoded.ndim == 1 else decoded.mean(axis=1)
+        """The stream at ``self.sample_rate``: whole, or aligned to the input's ``length`` samples."""
+        decoded, rate = _read(data, "mp3: not a valid MP3 stream")
+        decoded = _at_rate(decoded, rate, self.sample_rate)
         if length is None:
-            return decoded.astype(np.float32)
-        return _aligned(decoded, length, MP3_DELAY)
+            return decoded
+        return _aligned(decoded, length, round(MP3_DELAY * self.sample_rate / rate))
 
 
 class Opus(_AudioCodec):
@@ -83,6 +105,8 @@ class Opus(_AudioCodec):
     def __init__(self, level: float = 0.5, sample_rate: int = 16_000):
         if not 0.0 <= level <= 1.0:
             raise UserError(f"opus: compression level must be in [0, 1], got {level}")
+        if sample_rate not in OPUS_RATES:
+            raise UserError(f"opus: sample rate must be one of {OPUS_RATES} Hz, got {sample_rate}")
         self.level, self.sample_rate = float(level), sample_rate
 
     def encode(self, x: np.ndarray) -> bytes:
@@ -94,11 +118,10 @@ class Opus(_AudioCodec):
         return buffer.getvalue()
 
     def decode(self, data: bytes, length: int | None = None) -> np.ndarray:
-        try:
-            decoded, _ = soundfile.read(io.BytesIO(data), dtype="float32")
-        except Exception as exc:
-            raise FormatError(f"opus: not a valid Ogg/Opus stream ({exc})") from None
-        decoded = decoded if decoded.ndim == 1 else decoded.mean(axis=1)
+        """The stream at ``self.sample_rate`` (libsndfile decodes Opus at the rate it was given, but a
+        file from elsewhere may say otherwise): whole, or aligned to the input's ``length`` samples."""
+        decoded, rate = _read(data, "opus: not a valid Ogg/Opus stream")
+        decoded = _at_rate(decoded, rate, self.sample_rate)
         return decoded if length is None else _aligned(decoded, length, 0)
 
 

@@ -46,7 +46,7 @@ from metacompress.codecs.entropy import SymbolModel, decode_symbols, encode_symb
 from metacompress.codecs.latent_quantizer import LatentQuantizer
 from metacompress.errors import FormatError, UserError
 from metacompress.inr.base_network import BaseNetwork
-from metacompress.inr.metalearning import fit_latents
+from metacompress.inr.metalearning import fit_latents, per_sample_mse
 from metacompress.metrics import psnr_from_mse
 from metacompress.modalities.datapoint import (check_datapoint, coordinates, datapoint_range, from_features,
                                                to_features)
@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 HASH_PREFIX_BYTES = 1
 POINTS_PER_CHUNK = 1 << 16  # coordinates per fitting/rendering pass: bounds memory on large data
 DEFAULT_BITS, DEFAULT_STEPS = 5, 10  # thesis §5.2.3 and C.11
+DEFAULT_EFFORT = 0  # refinement steps at encode time (chosen on held-out training photos; see docs/coinpp.md)
+REFINE_LR_STDS = 0.2  # Adam's step on the latents at encode time, in units of the training latents' std
 
 
 @dataclass
@@ -109,6 +111,42 @@ def fit_tile_latents(base: BaseNetwork, tiles: torch.Tensor, steps: int,
     return torch.cat(parts)
 
 
+def refine_tile_latents(base: BaseNetwork, tiles: torch.Tensor, latents: torch.Tensor, quantizer: LatentQuantizer,
+                        steps: int, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Encode-time effort (issue 17): ``steps`` of Adam on fitted latents with the quantizer in the
+    loop (straight-through), so the latents are chosen for what the decoder will render.
+
+    Each tile keeps the latents whose *quantized* error was lowest of all the steps (the start
+    included), so refining never makes a tile worse.  Adam's steps are per entry and the loss a sum
+    of per-tile errors, so chunking changes nothing.  Same devices as ``fit_tile_latents``.
+    """
+    if steps <= 0:
+        return latents
+    coords = base_coordinates(base)
+    per_chunk = max(1, POINTS_PER_CHUNK // coords.shape[0])
+    parts = []
+    for tile_chunk, start in zip(tiles.split(per_chunk), latents.split(per_chunk)):
+        target = tile_chunk.to(coords.device)
+        z = start.to(coords.device).clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([z], lr=REFINE_LR_STDS * quantizer.std)
+        best, best_error = z.detach().clone(), None
+        with torch.enable_grad():
+            for step in range(steps + 1):
+                error = per_sample_mse(base.model, coords, target, quantizer.straight_through(z))
+                with torch.no_grad():
+                    better = torch.ones_like(error, dtype=torch.bool) if best_error is None else error < best_error
+                    best[better] = z.detach()[better]
+                    best_error = error.detach() if best_error is None else torch.minimum(best_error, error.detach())
+                if step == steps:
+                    break
+                (z.grad,) = torch.autograd.grad(error.sum(), z)
+                optimizer.step()
+        parts.append(best.cpu())
+        if progress is not None:
+            progress(tile_chunk.shape[0])
+    return torch.cat(parts)
+
+
 @torch.no_grad()
 def render_tiles(base: BaseNetwork, latents: torch.Tensor) -> torch.Tensor:
     """Features (tiles, points, C) of CPU ``latents``, rendered on the base network's device."""
@@ -128,6 +166,7 @@ class FittedLatents:
     latents: torch.Tensor  # (all tiles, latent_dim)
     steps: int
     seconds: float
+    effort: int = 0  # refinement steps the latents had (for one bit-width)
 
 
 def check_padding(shape: tuple[int, ...], patch: tuple[int, ...]) -> None:
@@ -145,11 +184,17 @@ def check_padding(shape: tuple[int, ...], patch: tuple[int, ...]) -> None:
 
 
 def fit_datapoints(points: list[Datapoint], base: BaseNetwork, steps: int = DEFAULT_STEPS,
-                   progress: Callable[[int, int], None] | None = None) -> FittedLatents:
+                   progress: Callable[[int, int], None] | None = None, effort: int = 0,
+                   bits: int | None = None) -> FittedLatents:
     """Tile every datapoint and fit all tiles' latents in shared batches (CIFAR-10-sized data fits
-    far faster in a batch than one by one)."""
+    far faster in a batch than one by one); with ``effort`` > 0, then refine them for quantization
+    at ``bits`` (``refine_tile_latents``)."""
     if not 0 <= steps <= 10_000:
         raise UserError(f"inner steps must be in 0–10000, got {steps}")
+    if not 0 <= effort <= 10_000:
+        raise UserError(f"effort (refinement steps) must be in 0–10000, got {effort}")
+    if effort and bits is None:
+        raise ValueError("refining latents needs the bit-width they will be quantized to")
     started = time.perf_counter()
     spec = base.config.data
     patch = spec.patch
@@ -165,10 +210,12 @@ def fit_datapoints(points: list[Datapoint], base: BaseNetwork, steps: int = DEFA
         tiles.append(tiled.reshape(tiled.shape[0], -1, tiled.shape[-1]))
     with torch.enable_grad():
         all_tiles = torch.cat(tiles)
-        report = None if progress is None else _counter(all_tiles.shape[0], progress)
+        report = None if progress is None else _counter(all_tiles.shape[0] * (2 if effort else 1), progress)
         latents = fit_tile_latents(base, all_tiles, steps, report)
+        latents = refine_tile_latents(base, all_tiles, latents, quantizer_for(base, bits), effort, report) \
+            if effort else latents
     return FittedLatents(points, shapes, ranges, [t.shape[0] for t in tiles], latents, steps,
-                         time.perf_counter() - started)
+                         time.perf_counter() - started, effort)
 
 
 def quantize_and_pack(fitted: FittedLatents, base: BaseNetwork, bits: int = DEFAULT_BITS,
@@ -203,16 +250,18 @@ def quantize_and_pack(fitted: FittedLatents, base: BaseNetwork, bits: int = DEFA
 
 
 def encode_many(points: list[Datapoint], base: BaseNetwork, bits: int = DEFAULT_BITS, steps: int = DEFAULT_STEPS,
-                entropy: bool = True, progress: Callable[[int, int], None] | None = None) -> list[CoinppResult]:
+                entropy: bool = True, progress: Callable[[int, int], None] | None = None,
+                effort: int = DEFAULT_EFFORT) -> list[CoinppResult]:
     """Encode several datapoints, fitting all their tiles in shared batches; ``progress(done,
-    total)`` counts fitted tiles."""
+    total)`` counts fitted (and refined) tiles."""
     quantizer_for(base, bits)  # refuse an unsupported bit-width before fitting
-    return quantize_and_pack(fit_datapoints(points, base, steps, progress), base, bits, entropy)
+    return quantize_and_pack(fit_datapoints(points, base, steps, progress, effort, bits), base, bits, entropy)
 
 
 def encode(point: Datapoint, base: BaseNetwork, bits: int = DEFAULT_BITS, steps: int = DEFAULT_STEPS,
-           entropy: bool = True, progress: Callable[[int, int], None] | None = None) -> CoinppResult:
-    return encode_many([point], base, bits, steps, entropy, progress)[0]
+           entropy: bool = True, progress: Callable[[int, int], None] | None = None,
+           effort: int = DEFAULT_EFFORT) -> CoinppResult:
+    return encode_many([point], base, bits, steps, entropy, progress, effort)[0]
 
 
 def _counter(total: int, progress: Callable[[int, int], None]) -> Callable[[int], None]:
@@ -366,13 +415,15 @@ class CoinPP(Codec):
     name, label, modality, suffix = "coinpp", "COIN++", "any", ".mcz"
 
     def __init__(self, base: BaseNetwork, bits: int = DEFAULT_BITS, steps: int = DEFAULT_STEPS, entropy: bool = True,
-                 *, max_samples: int | None = None, progress: Callable[[int, int], None] | None = None):
+                 *, effort: int = DEFAULT_EFFORT, max_samples: int | None = None,
+                 progress: Callable[[int, int], None] | None = None):
         self.base, self.bits, self.steps, self.entropy, self.max_samples = base, bits, steps, entropy, max_samples
+        self.effort = effort
         self.progress = progress  # (tiles fitted, tiles in all)
 
     def compress(self, x: np.ndarray | Datapoint) -> Encoded:
         point = x if isinstance(x, Datapoint) else Datapoint(x, container_dtype(x))
-        result = encode(point, self.base, self.bits, self.steps, self.entropy, self.progress)
+        result = encode(point, self.base, self.bits, self.steps, self.entropy, self.progress, self.effort)
         return Encoded(result.data, result.reconstruction,
                        {"psnr": result.psnr, "encode_seconds": result.seconds, "tiles": result.tiles,
                         "payload_bytes": result.payload_bytes})

@@ -36,6 +36,7 @@ from metacompress.modalities.spec import DataSpec
 from metacompress.rng import keeps_global_rng
 
 CODE_BITS = tuple(range(3, 9))  # thesis Figure 5.10: 3–8 bits
+CURVE_TILES, CURVE_STEPS = 64, (3, 10)  # the learning curve: validation PSNR on 64 held-out tiles
 GB = 1e9
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,12 @@ def non_constant_patch(x: torch.Tensor, patch: tuple[int, ...], generator: torch
     return drawn
 
 
+def feature_mean(points: list[torch.Tensor]) -> torch.Tensor:
+    """Per-channel mean of every training sample (each datapoint (*spatial, C) features)."""
+    total = sum(p.reshape(-1, p.shape[-1]).double().sum(0) for p in points)
+    return (total / sum(math.prod(p.shape[:-1]) for p in points)).float()
+
+
 def sample_tiles(points: list[torch.Tensor], spec: DataSpec, count: int, seed: int) -> torch.Tensor:
     """``count`` random patches as (count, points, C), reproducibly."""
     _, features = patch_sampler(points, spec)(count, torch.Generator().manual_seed(seed))
@@ -162,17 +169,25 @@ def train_base(settings: BaseSettings, train_points: list[torch.Tensor], val_poi
     config = settings.config()
     spec = config.data
     torch.manual_seed(meta.seed)
-    model = build_model(config).to(ctx.device)
-    history = meta_train(model, patch_sampler(train_points, spec), meta, out_dir, resume, progress, ctx)
-    model.eval()
-    base = BaseNetwork(model, config)
+    # the outputs start at the training data's mean (see ModulatedSiren: Adam barely moves that bias)
+    model = build_model(config, output_start=feature_mean(train_points)).to(ctx.device)
     # whole datapoints (CIFAR-10, globes): no more draws than there are datapoints
     whole = all(tuple(p.shape[:-1]) == tuple(settings.patch) for p in train_points + val_points)
+    val_source = val_points or train_points
+    val_tiles = sample_tiles(val_source, spec, min(256, len(val_source)) if whole else 256, meta.seed + 2)
+    curve_tiles = val_tiles[:CURVE_TILES]
+
+    def validate(current) -> dict:
+        probe = BaseNetwork(current, config)
+        return {f"{s}_steps": round(mean_psnr(probe, curve_tiles, s), 3) for s in CURVE_STEPS}
+
+    history = meta_train(model, patch_sampler(train_points, spec), meta, out_dir, resume, progress, ctx,
+                         validate=validate if ctx.is_main else None)
+    model.eval()
+    base = BaseNetwork(model, config)
     code_count = min(settings.code_patches, len(train_points)) if whole else settings.code_patches
     code_tiles = sample_tiles(train_points, spec, code_count, meta.seed + 1)
     base = base.with_config(config.replace(codes=latent_codes(base, code_tiles, settings.code_steps)))
-    val_source = val_points or train_points
-    val_tiles = sample_tiles(val_source, spec, min(256, len(val_source)) if whole else 256, meta.seed + 2)
     training = {
         "meta": asdict(meta), "train_datapoints": len(train_points), "val_datapoints": len(val_points),
         "val_source": "held-out datapoints" if val_points else "training datapoints (none held out)",
@@ -180,6 +195,7 @@ def train_base(settings: BaseSettings, train_points: list[torch.Tensor], val_poi
         "skipped_steps": sum(h["skipped"] for h in history),
         "val_psnr": {f"{s}_steps": round(mean_psnr(base, val_tiles, s), 3) for s in (3, 10)},
         "val_psnr_5bit_10_steps": round(mean_psnr(base, val_tiles, 10, bits=5), 3),
+        "learning_curve": [{"iteration": h["iteration"]} | h["val"] for h in history if "val" in h],
     }
     return base.with_config(base.config.replace(training=training))
 

@@ -52,6 +52,13 @@ class LatentQuantizer:
         index = torch.floor((latents.detach().double() - self.low) / self.bin_width)
         return index.clamp(0, self.levels - 1).to(torch.int64).cpu().numpy()
 
+    def straight_through(self, latents: torch.Tensor) -> torch.Tensor:
+        """The bin centres ``latents`` quantize to, with the gradient of the identity (straight-through
+        estimator): a loss on the result trains the unquantized latents for what decoding will see."""
+        index = torch.floor((latents.detach() - self.low) / self.bin_width).clamp(0, self.levels - 1)
+        centres = (self.low + (index + 0.5) * self.bin_width).to(latents.dtype)
+        return latents + (centres - latents).detach()
+
     def values(self, symbols: np.ndarray) -> torch.Tensor:
         """Bin centres of ``symbols`` as float32."""
         symbols = np.asarray(symbols)

@@ -21,7 +21,7 @@ import torch
 from metacompress.checkpoint import load_checkpoint, save_checkpoint
 from metacompress.errors import DataError, FormatError
 from metacompress.inr.base_config import BaseConfig
-from metacompress.inr.siren import ModulatedSiren
+from metacompress.inr.siren import FEATURE_MIDPOINT, ModulatedSiren
 
 FORMAT = "metacompress-base-network"
 # Shipped with the package: an image base network meta-learned on photo patches (never Kodak);
@@ -46,9 +46,10 @@ class BaseNetwork:
         return BaseNetwork(self.model, config)
 
 
-def build_model(config: BaseConfig) -> ModulatedSiren:
+def build_model(config: BaseConfig, output_start=FEATURE_MIDPOINT) -> ModulatedSiren:
+    """The network ``config`` describes, freshly initialized (``output_start``: see ``ModulatedSiren``)."""
     return ModulatedSiren(config.in_dim, config.width, config.depth, config.channels, config.latent_dim,
-                          w0=config.w0)
+                          w0=config.w0, output_start=output_start)
 
 
 def content_hash(tensors: dict[str, torch.Tensor], config: BaseConfig) -> str:

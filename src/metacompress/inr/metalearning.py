@@ -82,6 +82,7 @@ class MetaConfig:
     checkpoint_steps: bool = False  # recompute inner steps in the backward pass to save memory
     spike_factor: float = 10.0  # skip a step whose loss exceeds this × the median of the last 50 (C.8)
     checkpoint_every: int = 200
+    validate_every: int = 0  # record validation PSNR every this many steps (0: never): the learning curve
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -89,6 +90,7 @@ class MetaConfig:
 
     def validate(self) -> None:
         """One-line ``UserError`` for a setting meta-training cannot run with (CLI flag named)."""
+        require_count(self.validate_every, "validation interval", "--validate-every", minimum=0)
         for name, flag in (("iterations", "--iters"), ("batch_size", "--batch-size"),
                            ("inner_steps", "--inner-steps"), ("checkpoint_every", "checkpoint_every")):
             require_count(getattr(self, name), name.replace("_", " "), flag)
@@ -127,8 +129,11 @@ BatchSampler = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor
 
 def meta_train(model: ModulatedSiren, sample: BatchSampler, config: MetaConfig, out_dir: Path | None = None,
                resume: bool = False, progress: Callable[[int, float], None] | None = None,
-               ctx: DistContext | None = None) -> list[dict]:
+               ctx: DistContext | None = None, validate: Callable[[ModulatedSiren], dict] | None = None) -> list[dict]:
     """Outer loop (Eq. 5.10) with Adam; returns one history entry per iteration.
+
+    Every ``config.validate_every`` steps (and after the last) the entry also holds ``validate(model)``
+    under ``"val"`` — the learning curve, kept in the checkpoint so it spans resumed stretches.
 
     Iteration i draws its batch from a generator seeded with (seed, i), so a resumed run sees
     exactly the batches an uninterrupted one would.  A step is skipped — weights untouched —
@@ -178,6 +183,9 @@ def meta_train(model: ModulatedSiren, sample: BatchSampler, config: MetaConfig, 
         if not skipped:
             recent = (recent + [value])[-50:]
         history.append({"iteration": iteration + 1, "loss": value, "psnr": psnr_from_mse(value), "skipped": skipped})
+        if validate is not None and config.validate_every and (
+                (iteration + 1) % config.validate_every == 0 or iteration + 1 == config.iterations):
+            history[-1]["val"] = validate(model)
         if progress is not None:
             progress(iteration + 1, value)
         if out_dir is not None and ((iteration + 1) % config.checkpoint_every == 0 or iteration + 1 == config.iterations):

@@ -23,6 +23,13 @@ def read_datapoint(path: str | os.PathLike, spec: DataSpec, time_index: int | No
     return modality(spec.modality).read(Path(path), spec, time_index)
 
 
+def read_datapoint_converting(path: str | os.PathLike, spec: DataSpec, time_index: int | None = None, *,
+                              resample: bool = False, downmix: bool = False) -> tuple[Datapoint, str | None]:
+    """``read_datapoint``, converting a layout the base network does not model where the modality
+    allows it and the caller opts in (audio: ``resample``, ``downmix``); also says what was converted."""
+    return modality(spec.modality).read_converting(Path(path), spec, time_index, resample=resample, downmix=downmix)
+
+
 def write_datapoint(path: str | os.PathLike, point: Datapoint, spec: DataSpec) -> None:
     modality(spec.modality).write(path, point, spec)
 

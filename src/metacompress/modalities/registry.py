@@ -58,6 +58,14 @@ class Modality:
     def read(self, path: Path, spec: DataSpec, time_index: int | None = None) -> Datapoint:
         raise NotImplementedError
 
+    def read_converting(self, path: Path, spec: DataSpec, time_index: int | None = None, *, resample: bool = False,
+                        downmix: bool = False) -> tuple[Datapoint, str | None]:
+        """``read``, converting what the base network does not model when asked to (only audio has
+        conversions), and a description of the conversion (None: none)."""
+        if resample or downmix:
+            raise UserError(f"--resample and --downmix are for audio (the base network is for {self.name})")
+        return self.read(path, spec, time_index), None
+
     def encode_file(self, point: Datapoint, spec: DataSpec, suffix: str) -> bytes:
         """The bytes of a ``suffix`` file (one of ``output_suffixes``) holding ``point``."""
         raise NotImplementedError
