@@ -44,7 +44,7 @@ import torch
 
 from metacompress.checkpoint import atomic_write_bytes, naming
 from metacompress.codecs.archive import Archive, ArchiveHeader, ArchiveItem, append_to_archive, common_shape, write_archive
-from metacompress.codecs.coinpp import DEFAULT_BITS, DEFAULT_STEPS, encode_many, quantizer_for
+from metacompress.codecs.coinpp import DEFAULT_BITS, DEFAULT_EFFORT, DEFAULT_STEPS, encode_many, quantizer_for
 from metacompress.modalities.item_sources import ItemSource
 from metacompress.distributed import DistContext, barrier
 from metacompress.errors import UserError
@@ -65,6 +65,7 @@ class ArchiveSettings:
     steps: int = DEFAULT_STEPS
     entropy: bool = True
     shard_size: int = 64  # items encoded as one batch (and the unit of resuming)
+    effort: int = DEFAULT_EFFORT  # refinement steps per item (codecs.coinpp.refine_tile_latents)
 
     def __post_init__(self) -> None:
         """Refuse impossible settings when they are made, before anything is written to disk."""
@@ -72,6 +73,8 @@ class ArchiveSettings:
             raise UserError(f"--bits must be an integer in 1–8, got {self.bits!r}")
         if not _is_int(self.steps) or not 0 <= self.steps <= MAX_STEPS:
             raise UserError(f"--steps must be an integer in 0–{MAX_STEPS}, got {self.steps!r}")
+        if not _is_int(self.effort) or not 0 <= self.effort <= MAX_STEPS:
+            raise UserError(f"--effort must be an integer in 0–{MAX_STEPS}, got {self.effort!r}")
         if not _is_int(self.shard_size) or not 1 <= self.shard_size <= MAX_SHARD_SIZE:
             raise UserError(f"--shard-size must be an integer in 1–{MAX_SHARD_SIZE}, got {self.shard_size!r}")
         if not isinstance(self.entropy, (bool, np.bool_)):
@@ -157,7 +160,7 @@ def encode_shard(source: ItemSource, base: BaseNetwork, settings: ArchiveSetting
     started = time.perf_counter()
     indices = shard_items(shard, len(source), settings.shard_size)
     points = [source.load(i) for i in indices]
-    results = encode_many(points, base, settings.bits, settings.steps, settings.entropy)
+    results = encode_many(points, base, settings.bits, settings.steps, settings.entropy, effort=settings.effort)
     records = [r.record for r in results]
     blob = b"".join(records)
     samples = [math.prod(p.values.shape[:-1]) for p in points]

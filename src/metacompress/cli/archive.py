@@ -19,6 +19,8 @@ def add_archive_arguments(archive) -> None:
     def encoding_options(p):
         p.add_argument("--base", help="base network (BASE.safetensors + BASE.json; default: the bundled photo base)")
         p.add_argument("--steps", type=int, default=10, help="inner-loop steps fitting each item's latents")
+        p.add_argument("--effort", type=int, help="Adam steps refining each item's latents for the quantizer "
+                       "(default: encode's)")
         p.add_argument("--key", help=".npz input: the array holding the items (when it has several)")
         p.add_argument("--workers", type=int, default=1, help="encoding processes on this machine")
         p.add_argument("--shard-size", type=int, default=64,
@@ -89,7 +91,8 @@ def archive_create(args) -> dict:
                         "worker per GPU (torchrun --nproc_per_node=GPUS)")
     base = on_device(base, ctx.device)
     source = item_source(args.input, base.config.data, args.key)
-    settings = ArchiveSettings(bits, args.steps, entropy, args.shard_size)
+    settings = ArchiveSettings(bits, args.steps, entropy, args.shard_size,
+                               **({} if args.effort is None else {"effort": args.effort}))
     unit = modality(base.config.modality).rate_unit
     with progress(args, len(source), "encoding", "item", enabled=ctx.is_main) as bar:
         totals = {"bytes": 0, "samples": 0, "psnr": 0.0, "items": 0}
@@ -107,7 +110,8 @@ def archive_create(args) -> dict:
                "base": base_name, "modality": base.config.modality, "items": result.items, "added": result.added,
                "archive_bytes": result.archive_bytes, "bits_per_sample": result.bits_per_sample,
                "file_bits_per_sample": 8 * result.file_bytes / result.added_samples,
-               "psnr": result.mean_psnr, "bits": bits, "steps": args.steps, "entropy_coding": entropy,
+               "psnr": result.mean_psnr, "bits": bits, "steps": args.steps, "effort": settings.effort,
+               "entropy_coding": entropy,
                "processes": ctx.world_size * args.workers, "encoded_now": result.encoded_items,
                "encode_time_s": round(result.encode_seconds, 2),
                "items_per_s": round(result.encoded_items / result.encode_seconds, 2) if result.encoded_items else None}

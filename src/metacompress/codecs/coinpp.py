@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 HASH_PREFIX_BYTES = 1
 POINTS_PER_CHUNK = 1 << 16  # coordinates per fitting/rendering pass: bounds memory on large data
 DEFAULT_BITS, DEFAULT_STEPS = 5, 10  # thesis §5.2.3 and C.11
-DEFAULT_EFFORT = 0  # refinement steps at encode time (chosen on held-out training photos; see docs/coinpp.md)
+DEFAULT_EFFORT = 10  # refinement steps at encode time, chosen on held-out training photos (bench coinpp-effort)
 REFINE_LR_STDS = 0.2  # Adam's step on the latents at encode time, in units of the training latents' std
 
 
