@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from metacompress.bench.coinpp_effort import held_out_photos, jpeg_within
+from metacompress.bench.coinpp_effort import held_out_photos, jpeg_within, thumbnail_within
 from metacompress.codecs.classical import Jpeg
 from metacompress.codecs.coinpp_training import prepare_training
 from metacompress.data import sample_path
@@ -29,3 +29,13 @@ def test_jpeg_within_a_budget_is_the_best_quality_that_fits():
     best = jpeg_within(image, budget)
     assert best["bytes"] <= budget < len(Jpeg(quality=best["quality"] + 1).encode(image))
     assert jpeg_within(image, 10) is None  # not even quality 1 fits in 10 bytes
+
+
+def test_the_thumbnail_yardstick_is_the_largest_raw_thumbnail_that_fits():
+    image = np.asarray(Image.open(sample_path("photo")).convert("RGB"))[:60, :90]
+    found = thumbnail_within(image, 1000)
+    h, w = found["size"]
+    assert found["bytes"] == h * w * 3 <= 1000 < (h + 1) * round(90 * (h + 1) / 60) * 3
+    assert abs(w / h - 1.5) < 0.2
+    flat = np.full((60, 90, 3), 77, np.uint8)  # a flat image comes back exactly from any thumbnail
+    assert thumbnail_within(flat, 30)["psnr"] > 60

@@ -176,3 +176,81 @@ def test_pruned_weights_stay_zero_through_training_with_momentum_and_weight_deca
     for name, mask in result.masks.items():
         assert torch.all(params[name][mask == 0] == 0)
         assert torch.count_nonzero(params[name]) == int(mask.sum())  # the kept weights did train
+
+
+# Devices (issue 16). Under ``torch.device("meta")`` every tensor made without an explicit device is
+# a meta tensor, so a criterion that forgets ``device=`` fails exactly as it would with a model on a GPU.
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+def method_options(method):
+    options = {"rounds": 3} if method in ("synflow", "iter-snip", "force") else {}
+    return options | ({"samples_per_class": 1, "num_classes": 10} if method == "grasp" else {})
+
+
+def fresh_lenet():
+    torch.manual_seed(0)
+    return create_model("lenet5", 10, 1, 28)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_criterion_makes_its_tensors_where_the_model_is(method):
+    model, batches = fresh_lenet(), mnist_like_batches()
+    with torch.device("meta"):
+        result = prune_at_init(model, batches, method, 0.8, **method_options(method))
+    assert {m.device.type for m in result.masks.values()} == {"cpu"}
+    assert {s.device.type for s in result.scores.values()} == {"cpu"}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_device_cpu_passes_through_and_changes_nothing(method):
+    default = prune_at_init(fresh_lenet(), mnist_like_batches(), method, 0.8, **method_options(method))
+    model = fresh_lenet()
+    on_cpu = prune_at_init(model, mnist_like_batches(), method, 0.8, device="cpu", **method_options(method))
+    assert next(model.parameters()).device.type == "cpu"
+    assert all(torch.equal(default.masks[n], on_cpu.masks[n]) for n in default.masks)
+    assert all(torch.equal(default.scores[n], on_cpu.scores[n]) for n in default.scores)
+
+
+@pytest.mark.parametrize("structured", [False, True], ids=["random", "3sp"])
+def test_prune_and_train_with_device_cpu_is_the_default_run(structured):
+    from metacompress.pruning.experiment import PruneSettings, prune_and_train
+    from metacompress.recipes import load_experiment_data, spec_for
+    from metacompress.training import TrainConfig
+
+    train_data, eval_sets = load_experiment_data("mnist-sample", None)
+    train_data = train_data.subset(slice(0, 256))
+    spec = spec_for("lenet5", train_data)
+    config = TrainConfig(epochs=1, batch_size=64, lr=0.05, milestones=())
+    settings = PruneSettings("3sp", 0.5, structured=True) if structured else PruneSettings("random", 0.8)
+    default, default_pruned = prune_and_train(spec, train_data, eval_sets, config, settings, progress=False)
+    on_cpu, cpu_pruned = prune_and_train(spec, train_data, eval_sets, config, settings, progress=False,
+                                         device=torch.device("cpu", 0))
+    assert [r["test_accuracy"] for r in on_cpu.history] == [r["test_accuracy"] for r in default.history]
+    masks, expected = (cpu_pruned.keep, default_pruned.keep) if structured else (cpu_pruned.masks, default_pruned.masks)
+    assert all(torch.equal(masks[k], expected[k]) for k in expected)
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("method", METHODS)
+def test_every_criterion_prunes_on_cuda_as_on_the_cpu(method, monkeypatch):
+    """Random and magnitude masks are identical; the gradient criteria agree up to float rounding,
+    which can only swap weights scored near the threshold (TF32 convolutions off, to keep it small)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    reference = prune_at_init(fresh_lenet(), mnist_like_batches(), method, 0.8, **method_options(method))
+    model = fresh_lenet()
+    result = prune_at_init(model, mnist_like_batches(), method, 0.8, device="cuda", **method_options(method))
+    assert next(model.parameters()).is_cuda and all(m.is_cuda for m in result.masks.values())
+    params = dict(model.named_parameters())
+    assert all(torch.all(params[n][m == 0] == 0) for n, m in result.masks.items())
+    assert result.sparsity == pytest.approx(reference.sparsity, abs=1e-9)
+    total = sum(m.numel() for m in reference.masks.values())
+    differing = sum(int((result.masks[n].cpu() != m).sum()) for n, m in reference.masks.items())
+    if method in ("random", "magnitude"):
+        assert differing == 0
+    else:
+        assert differing <= 0.02 * total, f"{differing} of {total} mask entries differ"
+        if method not in ("synflow", "iter-snip", "force"):  # one round: the same weights were scored
+            for n, s in reference.scores.items():
+                torch.testing.assert_close(result.scores[n].cpu(), s, rtol=1e-2, atol=1e-3 * s.abs().max().item())

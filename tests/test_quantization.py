@@ -295,3 +295,113 @@ def test_induced_loss_is_predicted_by_the_first_order_term_for_fine_grids():
         assert math.isclose(actual, first, rel_tol=0.2, abs_tol=1e-6)
     coarse = induced_loss(model, x, y, bits=2, samples=10)
     assert max(map(abs, coarse["actual"])) > max(map(abs, fine["actual"]))
+
+
+# Devices (issue 16): under ``torch.device("meta")`` a tensor made without an explicit device is a
+# meta tensor, so a step that forgets ``device=`` fails on the CPU as it would with a model on a GPU.
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+def lenet_and_data():
+    from metacompress.data import load_classification
+    from metacompress.models import ModelSpec
+    from metacompress.quantization.diagnostics import test_batches
+
+    train_data = load_classification("mnist-sample", "train").subset(slice(0, 192))
+    test_data = load_classification("mnist-sample", "test").subset(slice(0, 100))
+    torch.manual_seed(0)
+    model = create_model("lenet5", 10, 1, 28)
+    return model, ModelSpec("lenet5", 10, 1, 28), train_data, test_data, [next(test_batches(train_data, 64))]
+
+
+@pytest.mark.parametrize("options", [{}, {"act_range": "mse", "weight_range": "mse", "per_channel": True}],
+                         ids=["bn-minmax", "mse-per-channel"])
+def test_quantization_and_diagnostics_make_their_tensors_where_the_model_is(options):
+    from metacompress.quantization.diagnostics import gradient_norms, quantization_kl
+
+    model, _, _, test_data, calibration = lenet_and_data()
+    bn_model = randomized_batchnorm(create_model("resnet20"))
+    x, y = calibration[0]
+    with torch.device("meta"):
+        q = quantize_model(model, 4, 4, calibration, **options)
+        quantize_model(bn_model, 4, 4, **({} if options else {"per_channel": True}))
+        requantize_weights(q, 6, per_channel=True, method=options.get("weight_range", "minmax"))
+        norms = gradient_norms(model, test_data, 50)
+        kl = quantization_kl(model, q, test_data, 50)
+        induced = induced_loss(model, x, y, bits=4, samples=2)
+    assert {b.device.type for b in q.buffers()} == {"cpu"}
+    assert len(norms["l1"]) == len(kl) == 2 and len(induced["actual"]) == 2
+
+
+def test_grids_are_buffers_that_follow_the_model_but_stay_out_of_its_state_dict():
+    model, _, _, _, calibration = lenet_and_data()
+    q = quantize_model(model, 4, 4, calibration)
+    keys = set(q.state_dict())
+    grids = [m for m in q.modules() if m.__class__.__name__ == "FakeQuantizer"]
+    assert grids and all({"scale", "zero_point"} <= {n for n, _ in m.named_buffers()} for m in grids)
+    assert not any(k.endswith(("scale", "zero_point")) for k in keys)
+    q.to(torch.device("cpu", 0))
+    assert set(q.state_dict()) == keys and quantized_layer_params(q)["conv1"].grid.bits == 4
+
+
+def test_ste_finetune_and_diagnostics_with_device_cpu_change_nothing():
+    from metacompress.quantization.diagnostics import gradient_norms, quantization_kl
+    from metacompress.quantization.qat import ste_finetune
+    from metacompress.training import TrainConfig
+
+    model, spec, train_data, test_data, calibration = lenet_and_data()
+    config = TrainConfig(epochs=1, batch_size=64, lr=0.05, milestones=())
+    default = ste_finetune(model, 4, 4, spec, train_data, {}, config, calibration)
+    on_cpu = ste_finetune(model, 4, 4, spec, train_data, {}, config, calibration, device=torch.device("cpu", 0))
+    expected = default.state_dict()
+    assert all(torch.equal(t, expected[k]) for k, t in on_cpu.state_dict().items())
+    assert gradient_norms(model, test_data, 50) == gradient_norms(model, test_data, 50, device="cpu")
+    assert quantization_kl(model, default, test_data, 50) == quantization_kl(model, default, test_data, 50,
+                                                                             device="cpu")
+    x, y = calibration[0]
+    assert induced_loss(model, x, y, samples=3) == induced_loss(model, x, y, samples=3, device="cpu")
+
+
+@cuda
+@pytest.mark.cuda
+def test_ste_finetune_and_diagnostics_on_cuda(monkeypatch):
+    """STE fine-tuning trains on the GPU from the CPU's grids; the diagnostics of one network agree
+    across devices up to float rounding (the induced-loss perturbations are the same draws)."""
+    from metacompress.quantization.diagnostics import gradient_norms, quantization_kl
+    from metacompress.quantization.qat import ste_finetune
+    from metacompress.training import TrainConfig, evaluate
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    model, spec, train_data, test_data, calibration = lenet_and_data()
+    config = TrainConfig(epochs=1, batch_size=64, lr=0.05, milestones=())
+    on_cpu = ste_finetune(model, 4, 4, spec, train_data, {}, config, calibration)
+    on_gpu = ste_finetune(model, 4, 4, spec, train_data, {}, config, calibration, device="cuda")
+    assert all(t.is_cuda for t in [*on_gpu.parameters(), *on_gpu.buffers()])
+    assert next(model.parameters()).device.type == "cpu"  # the float model is left where it was
+    grids_cpu, grids_gpu = quantized_layer_params(on_cpu), quantized_layer_params(on_gpu)
+    assert all(grids_gpu[n].scale.is_cuda for n in grids_gpu)
+    accuracy = evaluate(on_gpu, test_data)["accuracy"]
+    assert abs(accuracy - evaluate(on_cpu, test_data)["accuracy"]) <= 0.1
+    requantize_weights(on_gpu, 8)
+    assert evaluate(on_gpu, test_data)["accuracy"] >= 0  # regridded where it lives
+
+    quantized = quantize_model(model, 4, 4, calibration)
+    reference = {"norms": gradient_norms(model, test_data, 50), "kl": quantization_kl(model, quantized, test_data, 50)}
+    x, y = calibration[0]
+    reference["induced"] = induced_loss(model, x, y, samples=3)
+    gpu_model, gpu_quantized = copy.deepcopy(model), copy.deepcopy(quantized)
+    got = {"norms": gradient_norms(gpu_model, test_data, 50, device="cuda"),
+           "kl": quantization_kl(gpu_model, gpu_quantized, test_data, 50, device="cuda")}
+    got["induced"] = induced_loss(gpu_model, x, y, samples=3)  # x, y move to the model's device
+    assert next(gpu_quantized.parameters()).is_cuda
+    assert got["norms"]["l1"] == pytest.approx(reference["norms"]["l1"], rel=1e-3)
+    assert got["kl"] == pytest.approx(reference["kl"], rel=0.05, abs=1e-5)
+    assert got["induced"]["first_order"] == pytest.approx(reference["induced"]["first_order"], rel=1e-2, abs=1e-6)
+
+
+def test_induced_loss_leaves_the_weights_exactly_as_they_were():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    induced_loss(model, torch.randn(64, 8), torch.randint(0, 3, (64,)), bits=4, samples=5)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -1,3 +1,4 @@
+import contextlib
 import copy
 
 import pytest
@@ -261,3 +262,71 @@ def test_cost_report_counts_what_it_should():
     assert report["flops"] == 2 * (18 * 4 * 64 + 36 * 3 * 16 + 48 * 5)
     assert report["params"] * 4 < report["disk_bytes"] == disk_bytes(model) < report["params"] * 4 + 1024
     assert report["cpu_prediction_ms"] > 0 and report["cpu_train_step_ms"] > 0
+
+
+# Devices (issue 16): under ``torch.device("meta")`` a tensor made without an explicit device is a
+# meta tensor, so a step that forgets ``device=`` fails on the CPU as it would with a model on a GPU.
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+STRUCTURED_CASES = [("uniform", False, "reinit"), ("3sp", False, "keep"), ("3sp", True, "rescale"),
+                    ("prospr", True, "keep"), ("grasp", False, "keep")]
+
+
+def structured_run(method, compute_aware, init, default_device=None, **kwargs):
+    model, x = network("lenet5")
+    batches = [(x, torch.tensor([0, 1, 2, 3]))] * 4
+    options = {"samples_per_class": 1} if method == "grasp" else {}
+    with torch.device(default_device) if default_device else contextlib.nullcontext():
+        return prune_channels_at_init(model, batches, method, 0.5, compute_aware=compute_aware, init=init, seed=2,
+                                      **options, **kwargs)
+
+
+@pytest.mark.parametrize("method, compute_aware, init", STRUCTURED_CASES)
+def test_every_structured_method_makes_its_tensors_where_the_model_is(method, compute_aware, init):
+    result = structured_run(method, compute_aware, init, default_device="meta")
+    assert {m.device.type for m in result.keep.values()} == {"cpu"}
+    assert {p.device.type for p in result.model.parameters()} == {"cpu"}
+
+
+@pytest.mark.parametrize("method, compute_aware, init", STRUCTURED_CASES)
+def test_structured_device_cpu_passes_through_and_changes_nothing(method, compute_aware, init):
+    default = structured_run(method, compute_aware, init)
+    on_cpu = structured_run(method, compute_aware, init, device="cpu")
+    assert all(torch.equal(default.keep[n], on_cpu.keep[n]) for n in default.keep)
+    assert all(torch.equal(default.scores[n], on_cpu.scores[n]) for n in default.scores)
+    expected = default.model.state_dict()
+    assert all(torch.equal(t, expected[k]) for k, t in on_cpu.model.state_dict().items())
+
+
+def test_channel_masks_and_costs_take_a_device():
+    model, x = network("lenet5")
+    groups = channel_groups(model, x[:1])
+    assert {m.device for m in full_channel_masks(groups).values()} == {torch.device("cpu")}
+    with torch.device("meta"):
+        masks = full_channel_masks(groups, "cpu")
+        costs = channel_costs(groups, producer_costs(model, groups, x[:1]), "cpu")
+    assert {t.device.type for t in [*masks.values(), *costs.values()]} == {"cpu"}
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("method, compute_aware, init", STRUCTURED_CASES)
+def test_every_structured_method_prunes_on_cuda_as_on_the_cpu(method, compute_aware, init, monkeypatch):
+    """Uniform channels and re-initialized weights are identical; the gradient criteria agree up to
+    float rounding (TF32 convolutions off), which can only swap channels scored near the cut."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    reference = structured_run(method, compute_aware, init)
+    result = structured_run(method, compute_aware, init, device="cuda")
+    assert all(p.is_cuda for p in result.model.parameters()) and all(m.is_cuda for m in result.keep.values())
+    total = sum(m.numel() for m in reference.keep.values())
+    differing = sum(int((result.keep[n].cpu() != m).sum()) for n, m in reference.keep.items())
+    if method == "uniform":
+        assert differing == 0
+        expected = reference.model.state_dict()
+        assert all(torch.equal(t.cpu(), expected[k]) for k, t in result.model.state_dict().items())
+    else:
+        assert differing <= max(2, 0.05 * total), f"{differing} of {total} channels differ"
+        for n, s in reference.scores.items():
+            torch.testing.assert_close(result.scores[n].cpu(), s, rtol=1e-2, atol=1e-3 * s.abs().max().item())
+    assert result.removed >= 0.5
+    with torch.no_grad():
+        assert result.model(torch.randn(2, 1, 28, 28, device="cuda")).shape == (2, 10)

@@ -13,6 +13,12 @@ CPU profile (≤ 60 min on 2 cores) — the choices that make it fit, and what t
 Paper profile: ResNet-20 and VGG-16 on a user-supplied full CIFAR-10, 200 epochs, lr 0.1 ÷10 at
 100/150, wd 5e-4, batch 256, crop+flip (§A.4.2), 18 sparsities, 3 seeds; the thesis' Tables A.2/A.3
 are stored beside the results.
+
+``device`` (``--device``): where every network is pruned (``pruning.experiment.prune_and_train``
+scores the freshly initialized network there, so ``pruning_time_s`` is the device's) and trained.
+Random masks are the same on every device; the other criteria agree up to float rounding. ProsPr's
+cost is measured on the device, against a training step there (CUDA: synchronized timing, the
+allocator's peak memory).
 """
 
 import math
@@ -23,9 +29,9 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from metacompress.bench.runs import append_run, mean_std, read_runs, run_key, training_subset
+from metacompress.bench.runs import (append_run, mean_std, peak_bytes, read_runs, run_key, synchronizer,
+                                     training_subset)
 from metacompress.cost import median_seconds, sgd_step
-from metacompress.measure import peak_tensor_bytes
 from metacompress.models import model_from_spec
 from metacompress.pruning.experiment import PruneSettings, prune_and_train, prune_model
 from metacompress.recipes import load_experiment_data, spec_for
@@ -78,20 +84,21 @@ PROFILES = {
 }
 
 
-def run(profile: str, data_root, out_dir: Path) -> dict:
+def run(profile: str, data_root, out_dir: Path, device="cpu") -> dict:
     """Every (setting, variant, sparsity, seed) run is appended to ``runs.jsonl`` as it finishes, so an
-    interrupted benchmark resumes where it stopped; ``results.json`` aggregates them."""
+    interrupted benchmark resumes where it stopped; ``results.json`` aggregates them. ``device``:
+    where the networks train (see the module's note)."""
     log = out_dir / "runs.jsonl"
     done = read_runs(log)
     results = {}
     for name, setting in PROFILES[profile].items():
         runs = []
         for variant, method, options, sparsity, seed in grid(setting):
-            key = run_key(name, setting, variant, sparsity, seed)
+            key = run_key(name, setting, variant, sparsity, seed, device=device)
             runs.append(done.get(key) or append_run(log, key, one_run(setting, variant, method, options, sparsity,
-                                                                       seed, data_root)))
+                                                                       seed, data_root, device)))
         results[name] = summarize(setting, runs)
-    results["prospr-cost"] = prospr_cost(data_root, *COST_MODEL)
+    results["prospr-cost"] = prospr_cost(data_root, *COST_MODEL, device=device)
     if profile == "paper":
         results["thesis"] = {"resnet20-cifar10 (Table A.2)": THESIS_TABLE_A2, "vgg16-cifar10 (Table A.3)": THESIS_TABLE_A3}
     plot(results, out_dir / "accuracy_vs_sparsity.png")
@@ -109,12 +116,12 @@ def grid(setting: Setting):
 
 
 def one_run(setting: Setting, variant: str, method: str, options: dict, sparsity: float, seed: int,
-            data_root) -> dict:
+            data_root, device="cpu") -> dict:
     train_data, eval_sets = experiment_data(setting, data_root)
     settings = PruneSettings(method, sparsity, rounds=setting.rounds.get(method), options=options)
     config = replace(setting.config, seed=seed)
     result, pruned = prune_and_train(spec_for(setting.model, train_data), train_data, eval_sets, config, settings,
-                                     progress=False)
+                                     progress=False, device=device)
     record = {"variant": variant, "sparsity": sparsity, "seed": seed, "actual_sparsity": pruned.sparsity,
               "test_accuracy": result.final["test_accuracy"], "pruning_time_s": pruned.seconds,
               "train_time_s": sum(r["epoch_time_s"] for r in result.history)}
@@ -155,27 +162,32 @@ def summarize(setting: Setting, runs: list[dict]) -> dict:
     return summary
 
 
-def prospr_cost(data_root, model_name: str, dataset: str, batch_size: int = 128, repeats: int = 5) -> dict:
+def prospr_cost(data_root, model_name: str, dataset: str, batch_size: int = 128, repeats: int = 5,
+                device="cpu") -> dict:
     """Seconds (median of ``repeats``) and peak tensor memory of pruning at batch 128, next to one
-    plain SGD training step; memory is measured in a separate, profiled run."""
+    plain SGD training step, both on ``device``; memory is measured in a separate run (CPU: profiled;
+    CUDA: the allocator's peak)."""
+    device = torch.device(device)
     train_data, _ = load_experiment_data(dataset, data_root)
     spec = spec_for(model_name, train_data)
-    batches = shuffled_batches(train_data, batch_size, seed=0)
+    batches = shuffled_batches(train_data, batch_size, seed=0, device=device)
     torch.manual_seed(0)
-    training_step = sgd_step(model_from_spec(spec), *next(batches), lr=0.1)
-    step = median_seconds(training_step, repeats)
+    training_step = sgd_step(model_from_spec(spec).to(device), *next(batches), lr=0.1)
+    step = median_seconds(training_step, repeats, synchronize=synchronizer(device))
     costs = {"model": model_name, "dataset": dataset, "batch_size": batch_size, "training_step_s": step,
-             "training_step_peak_tensor_mb": peak_tensor_bytes(training_step) / 2**20}
+             "training_step_peak_tensor_mb": peak_bytes(training_step, device) / 2**20}
+    if device.type != "cpu":
+        costs["device"] = str(device)
     for label, method, options in [("snip", "snip", {}), ("prospr-M3", "prospr", {}),
                                    ("prospr-M3-first-order", "prospr", {"first_order": True})]:
         settings = PruneSettings(method, 0.9, batch_size=batch_size, options=options)
 
         def prune():
             torch.manual_seed(0)
-            return prune_model(model_from_spec(spec), train_data, settings, seed=0)
+            return prune_model(model_from_spec(spec).to(device), train_data, settings, seed=0)
 
         seconds = statistics.median(prune().seconds for _ in range(3))  # the criterion alone
-        peak = peak_tensor_bytes(prune)
+        peak = peak_bytes(prune, device)
         costs[label] = {"seconds": seconds, "training_steps": seconds / step, "peak_tensor_mb": peak / 2**20,
                         "peak_vs_training_step": peak / 2**20 / costs["training_step_peak_tensor_mb"]}
     return costs

@@ -26,6 +26,10 @@ CPU profile: VGG-like at 1/4 width and ResNet-20 on 5,560 images of the genuine 
 of full-width VGG-like and ResNet-18 at batch 32. The networks are far from converged (6 epochs
 on 10 % of CIFAR-10), so the table shows the mechanism at a small budget, not the thesis' accuracies. Paper profile: full VGG-like and
 ResNet-18 on a user-supplied full CIFAR-10, 200 epochs, K = 15, 5 seeds.
+
+``device`` (``--device``): where every network trains, fine-tunes (regularized and STE), is
+quantized and scored, where the first seed's diagnostics (gradient norms, KL, induced loss) run,
+and where the step cost is timed (CUDA: synchronized, the allocator's peak memory).
 """
 
 import copy
@@ -37,11 +41,11 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from metacompress.bench.runs import append_run, mean_std, read_runs, run_key, training_subset
+from metacompress.bench.runs import (append_run, mean_std, peak_bytes, read_runs, run_key, synchronizer,
+                                     training_subset)
 from metacompress.cost import median_seconds
 from metacompress.data import train_val_split
 from metacompress.errors import UserError
-from metacompress.measure import peak_tensor_bytes
 from metacompress.models import create_model, module_mode
 from metacompress.quantization.diagnostics import (gradient_norms, induced_loss, quantization_kl,
                                                     test_batches)
@@ -109,7 +113,7 @@ THESIS_TABLE_4_1 = {
 }
 
 
-def run(profile: str, data_root, out_dir: Path) -> dict:
+def run(profile: str, data_root, out_dir: Path, device="cpu") -> dict:
     log = out_dir / "runs.jsonl"
     done = read_runs(log)
     results = {"studies": [], "models": {}, "cost": {}}
@@ -121,12 +125,12 @@ def run(profile: str, data_root, out_dir: Path) -> dict:
         results["studies"].append(asdict(study) | {"train_size": len(train_data), "val_size": len(val_data),
                                                    "test_size": len(test_data)})
         for name in study.models:
-            results["models"][name] = run_model(name, study, train_data, val_data, test_data, log, done)
+            results["models"][name] = run_model(name, study, train_data, val_data, test_data, log, done, device)
         for name in study.models + study.cost_models:
             batch_size = 128 if name in study.models else study.cost_batch_size
-            key = run_key("cost", {"model": name, "batch_size": batch_size}, name)
+            key = run_key("cost", {"model": name, "batch_size": batch_size}, name, device=device)
             if key not in done:
-                done[key] = append_run(log, key, step_costs(name, train_data, batch_size))
+                done[key] = append_run(log, key, step_costs(name, train_data, batch_size, device=device))
             results["cost"][name] = {k: v for k, v in done[key].items() if k != "key"}
             print(f"cost {name}: {results['cost'][name]}", flush=True)
     if profile == "paper":
@@ -136,9 +140,9 @@ def run(profile: str, data_root, out_dir: Path) -> dict:
     return results
 
 
-def run_model(name, study: Study, train_data, val_data, test_data, log: Path, done: dict) -> dict:
+def run_model(name, study: Study, train_data, val_data, test_data, log: Path, done: dict, device="cpu") -> dict:
     spec = spec_for(name, train_data)
-    calibration = calibration_batches(train_data)
+    calibration = calibration_batches(train_data, device=device)
     rows: dict[str, list[dict]] = {}
     search, diagnostics, chosen = {}, {}, {}
     for i, seed in enumerate(study.seeds):
@@ -147,11 +151,12 @@ def run_model(name, study: Study, train_data, val_data, test_data, log: Path, do
         def pretrained():  # trained lazily: a resumed run whose rows are all logged skips it
             if "model" not in state:
                 torch.manual_seed(seed)
-                state["model"] = train(spec, train_data, {}, replace(study.pretrain, seed=seed), progress=False).model
+                state["model"] = train(spec, train_data, {}, replace(study.pretrain, seed=seed), progress=False,
+                                       device=device).model
             return state["model"]
 
         def logged(row: str, fn):
-            key = run_key(f"quant/{name}", study, seed, row)
+            key = run_key(f"quant/{name}", study, seed, row, device=device)
             if key not in done:
                 done[key] = append_run(log, key, fn())
                 print(f"{name} seed {seed} {row}: {done[key]}", flush=True)
@@ -160,10 +165,10 @@ def run_model(name, study: Study, train_data, val_data, test_data, log: Path, do
         def finetuned(kind, lam):
             return logged(f"{kind}-{lam:.3g}", lambda: regularized_run(
                 pretrained(), kind, lam, spec, study, seed, train_data, val_data, test_data, calibration,
-                diagnose=i == 0))
+                diagnose=i == 0, device=device))
 
         if i == 0:
-            ratio = logged("lambda0", lambda: penalty_ratios(pretrained(), train_data))
+            ratio = logged("lambda0", lambda: penalty_ratios(pretrained(), train_data, device))
             reference = finetuned("none", 0.0)
             for kind in ("dq", "l2", "l1"):
                 trials = [(f * ratio[kind], finetuned(kind, f * ratio[kind])) for f in study.lambda_factors]
@@ -184,7 +189,7 @@ def run_model(name, study: Study, train_data, val_data, test_data, log: Path, do
         for w_bits, a_bits in STE_TARGETS:
             label = f"ste-{w_bits}-{a_bits}"
             rows.setdefault(label, []).append(logged(label, lambda: ste_run(
-                pretrained(), w_bits, a_bits, spec, study, seed, train_data, test_data, calibration)))
+                pretrained(), w_bits, a_bits, spec, study, seed, train_data, test_data, calibration, device)))
     table = {row: summarize([r["test"] for r in runs]) for row, runs in rows.items()}
     return {"lambda_search": search, "table": table, "diagnostics": diagnostics}
 
@@ -194,13 +199,13 @@ def summarize(runs: list[dict]) -> dict:
             for label in runs[0]}
 
 
-def regularized_fine_tune(model, kind, lam, spec, study: Study, seed, train_data):
+def regularized_fine_tune(model, kind, lam, spec, study: Study, seed, train_data, device="cpu"):
     tuned = copy.deepcopy(model)
     torch.manual_seed(seed)
     with recorded_activations(tuned) as activations:
         regularizer = make_regularizer(kind, lam, activations)
         result = train(spec, train_data, {}, replace(study.finetune, seed=seed), model=tuned, progress=False,
-                       backward=regularizer)
+                       backward=regularizer, device=device)
     return tuned, result, regularizer.last_penalty
 
 
@@ -212,24 +217,24 @@ def make_regularizer(kind: str, lam: float, activations: list) -> Regularizer:
 
 
 def regularized_run(model, kind, lam, spec, study, seed, train_data, val_data, test_data, calibration,
-                    diagnose: bool = False) -> dict:
+                    diagnose: bool = False, device="cpu") -> dict:
     try:
-        tuned, result, penalty = regularized_fine_tune(model, kind, lam, spec, study, seed, train_data)
+        tuned, result, penalty = regularized_fine_tune(model, kind, lam, spec, study, seed, train_data, device)
     except UserError as e:  # a too-strong λ can diverge; that is a search outcome, not a crash
         return {"kind": kind, "lambda": lam, "diverged": str(e), "val_fp": float("nan"),
                 "test": {config_label(w, a): float("nan") for w, a in CONFIGS}}
     record = {"kind": kind, "lambda": lam, "final_penalty": penalty, "train_loss": result.final["train_loss"],
               "val_fp": evaluate(tuned, val_data)["accuracy"],
               "test": ptq_accuracies(tuned, CONFIGS, test_data, calibration)}
-    if diagnose:
+    if diagnose:  # on the device the network was fine-tuned on, where ``tuned`` and ``calibration`` are
         record["diagnostics"] = diagnostics(tuned, test_data, calibration, seed)
     return record
 
 
-def ste_run(model, w_bits, a_bits, spec, study, seed, train_data, test_data, calibration) -> dict:
+def ste_run(model, w_bits, a_bits, spec, study, seed, train_data, test_data, calibration, device="cpu") -> dict:
     torch.manual_seed(seed)
     quantized = ste_finetune(model, w_bits, a_bits, spec, train_data, {}, replace(study.finetune, seed=seed),
-                             calibration)
+                             calibration, device=device)
     target = evaluate(quantized, test_data)["accuracy"]
     test = {}
     for w, a in CONFIGS[1:]:
@@ -244,17 +249,19 @@ def ste_run(model, w_bits, a_bits, spec, study, seed, train_data, test_data, cal
     return {"target": config_label(w_bits, a_bits), "test": test}
 
 
-def penalty_ratios(model, train_data) -> dict:
-    x, y = next(shuffled_batches(train_data, 128, 0))
+def penalty_ratios(model, train_data, device="cpu") -> dict:
+    x, y = next(shuffled_batches(train_data, 128, 0, device))
     return {kind: balanced_lambda(model, x, y, kind) for kind in ("dq", "l2", "l1")}
 
 
-def step_costs(name: str, train_data, batch_size: int = 128, repeats: int = 3) -> dict:
-    """Regularized over plain training-step time on one batch, interleaved, and peak tensor memory."""
+def step_costs(name: str, train_data, batch_size: int = 128, repeats: int = 3, device="cpu") -> dict:
+    """Regularized over plain training-step time on one batch, interleaved, and peak tensor memory
+    (on ``device``)."""
     torch.manual_seed(0)
     _, channels, size, _ = train_data.images.shape
-    model = create_model(name, len(train_data.classes), channels, size)
-    x, y = next(shuffled_batches(train_data, batch_size, 0))
+    model = create_model(name, len(train_data.classes), channels, size).to(device)
+    x, y = next(shuffled_batches(train_data, batch_size, 0, device))
+    sync = synchronizer(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     steps = {}
     with recorded_activations(model) as activations:
@@ -271,8 +278,8 @@ def step_costs(name: str, train_data, batch_size: int = 128, repeats: int = 3) -
             times = {kind: [] for kind in steps}
             for _ in range(repeats):
                 for kind, step in steps.items():
-                    times[kind].append(median_seconds(step, 1, warmup=1))
-            memory = {kind: peak_tensor_bytes(step) for kind, step in steps.items()}
+                    times[kind].append(median_seconds(step, 1, warmup=1, synchronize=sync))
+            memory = {kind: peak_bytes(step, device) for kind, step in steps.items()}
     seconds = {kind: statistics.median(t) for kind, t in times.items()}
     return {"batch_size": batch_size, "step_s": seconds, "peak_tensor_bytes": memory,
             "time_ratio": {k: seconds[k] / seconds["none"] for k in seconds if k != "none"},
@@ -281,7 +288,7 @@ def step_costs(name: str, train_data, batch_size: int = 128, repeats: int = 3) -
 
 def diagnostics(model, test_data, calibration, seed, batches: int = 10) -> dict:
     """Figures 4.4 / 4.5 / 4.1: gradient norms and quantization KL per test batch, and the loss
-    change of random 4-bit-sized weight noise against its first-order prediction."""
+    change of random 4-bit-sized weight noise against its first-order prediction; on the model's device."""
     x, y = next(test_batches(test_data, 500))
     return {"gradient_norms": gradient_norms(model, test_data, 100, batches),
             "kl": {config_label(w, a): quantization_kl(model, quantize_model(model, w, a, calibration), test_data,

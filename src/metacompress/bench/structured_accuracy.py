@@ -9,6 +9,10 @@ FLOPs curve has 2 points (50, 80 %) and 1 seed, which is what fits beside the ta
 are barely trained, so the numbers compare criteria at an equal, tiny budget; they say nothing
 about converged accuracy. Paper profile: §A.1's recipe (160 epochs, lr 0.1 halved at 80 and 120,
 batch 128) on a user-supplied full CIFAR-10, 5 seeds, with the thesis' numbers stored beside ours.
+
+``device`` (``--device``): where the channels are scored and chosen (``pruning.experiment.prune_and_train``,
+on the freshly initialized network) and the smaller networks train. Uniform channels are the same on
+every device; the gradient criteria agree up to float rounding.
 """
 
 from dataclasses import asdict, dataclass, replace
@@ -70,7 +74,7 @@ THESIS_CIFAR10 = {
 }
 
 
-def run(profile: str, data_root, out_dir: Path) -> dict:
+def run(profile: str, data_root, out_dir: Path, device="cpu") -> dict:
     log = out_dir / "runs.jsonl"
     done = read_runs(log)
     results = {}
@@ -81,9 +85,9 @@ def run(profile: str, data_root, out_dir: Path) -> dict:
         for variant in study.variants:
             for fraction in study.fractions:
                 for seed in study.seeds:
-                    key = run_key(name, study, variant, fraction, seed)
+                    key = run_key(name, study, variant, fraction, seed, device=device)
                     runs.append(done.get(key) or append_run(log, key, one_run(study, variant, fraction, seed,
-                                                                               train_data, eval_sets)))
+                                                                               train_data, eval_sets, device)))
         results[name] = summarize(study, runs)
     if profile == "paper":
         results["thesis_cifar10_params_removed"] = THESIS_CIFAR10
@@ -91,13 +95,13 @@ def run(profile: str, data_root, out_dir: Path) -> dict:
     return results
 
 
-def one_run(study: Study, variant: str, fraction: float, seed: int, train_data, eval_sets) -> dict:
+def one_run(study: Study, variant: str, fraction: float, seed: int, train_data, eval_sets, device="cpu") -> dict:
     method, overrides = VARIANTS[variant]
     settings = replace(PruneSettings(method, fraction, structured=True, target=study.target), **overrides)
     record = {"variant": variant, "fraction": fraction, "seed": seed}
     try:
         result, pruned = prune_and_train(spec_for(study.model, train_data), train_data, eval_sets,
-                                         replace(study.config, seed=seed), settings, progress=False)
+                                         replace(study.config, seed=seed), settings, progress=False, device=device)
     except UserError as e:
         print(f"{study.model} {variant} {fraction}: refused ({e})", flush=True)
         return record | {"refused": str(e)}

@@ -15,8 +15,8 @@ def add_bench_arguments(p):
                    help="coinpp-rd: the test setting")
     p.add_argument("--device", default="cpu",
                    help="cpu (default), auto (a GPU if there is one), cuda or cuda:N: where networks train and "
-                        "COIN/COIN++ fit (the paper profiles need a GPU). Pruning at initialization, decoding and "
-                        "the classical codecs stay on the CPU; structured-speedup keeps its CPU latency columns "
+                        "COIN/COIN++ fit, and pruning at initialization scores (the paper profiles need a GPU). "
+                        "Decoding and the classical codecs stay on the CPU; structured-speedup keeps its CPU latency columns "
                         "on the CPU and adds GPU prediction time on cuda")
     add_data_root(p)
     add_json(p)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from metacompress.cost import count_params
+from metacompress.distributed import resolve_device
 from metacompress.errors import UserError
 from metacompress.measure import Measure
 from metacompress.models import module_mode
@@ -34,9 +35,46 @@ class PruningResult:
     peak_memory_bytes: int
 
 
+def model_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    """Where pruning runs: ``device`` (``model`` is moved there, in place) or, if None, the model's."""
+    if device is None:
+        first = next(model.parameters(), None)
+        return torch.device("cpu") if first is None else first.device  # no parameters: refused later
+    device = resolve_device(device)
+    model.to(device)
+    return device
+
+
+def batch_on(batch, device: torch.device):
+    """A batch (a tensor, or a tuple/list of them) with its tensors on ``device`` (no copy if there)."""
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(t.to(device) if isinstance(t, torch.Tensor) else t for t in batch)
+    return batch.to(device) if isinstance(batch, torch.Tensor) else batch
+
+
+class BatchesOn:
+    """A re-iterable view of a collection of batches, each moved to ``device`` as it is drawn."""
+
+    def __init__(self, batches: Iterable, device: torch.device):
+        self.batches, self.device = batches, device
+
+    def __iter__(self):
+        return (batch_on(batch, self.device) for batch in self.batches)
+
+
+def batches_on(batches: Iterable | None, device: torch.device) -> Iterable | None:
+    """``batches`` moved to ``device`` lazily: a collection stays re-iterable (iterative methods reuse
+    it cyclically), an iterator stays an iterator."""
+    if batches is None:
+        return None
+    if iter(batches) is batches:
+        return (batch_on(batch, device) for batch in batches)
+    return BatchesOn(batches, device)
+
+
 def prune_at_init(model: nn.Module, batches: Iterable, method: str, sparsity: float,
                   exclude: Iterable[str] = (), scope: str | None = None, rounds: int | None = None,
-                  apply: bool = True, **options) -> PruningResult:
+                  apply: bool = True, device: str | torch.device | None = None, **options) -> PruningResult:
     """Score the prunable Conv/Linear weights of ``model`` with ``method`` and keep the best
     ``1 − sparsity`` of them (exactly, up to rounding to a whole weight).
 
@@ -44,6 +82,11 @@ def prune_at_init(model: nn.Module, batches: Iterable, method: str, sparsity: fl
     holds module-name patterns never pruned; ``scope`` is ``"global"`` or ``"layer"`` thresholds;
     ``options`` go to the criterion (e.g. ``steps=3`` for ProsPr). With ``apply`` the pruned
     weights are zeroed in ``model``; keep them at zero during training with ``mask_enforcer``.
+
+    Scoring runs on ``device`` (``model`` is moved there in place; None: where the model is), the
+    batches are moved to it as they are drawn, and the masks and scores live there. Random scores
+    come from a CPU generator, so random masks are the same on every device; the other criteria
+    agree across devices up to float rounding (which can swap weights scored at the threshold).
     """
     if method not in CRITERIA:
         raise UserError(f"unknown pruning method {method!r} (choose from {', '.join(METHODS)})")
@@ -54,10 +97,12 @@ def prune_at_init(model: nn.Module, batches: Iterable, method: str, sparsity: fl
         raise UserError(f"rounds must be a positive integer, got {rounds}")
     scope = scope or DEFAULT_SCOPE.get(method, "global")
     criterion = CRITERIA[method]
+    device = model_device(model, device)
+    batches = batches_on(batches, device)
     masks = full_masks(model, exclude)
     # A finite collection is reused cyclically by iterative methods; an iterator is drawn from as is.
     stream = None if batches is None else batches if iter(batches) is batches else cycle(batches)
-    with module_mode(model, training=True), Measure(next(model.parameters()).device) as measured:
+    with module_mode(model, training=True), Measure(device) as measured:
         for k in range(1, rounds + 1):
             try:
                 scores = criterion(model, masks, stream, **options)
@@ -111,7 +156,7 @@ class StructuredPruningResult:
 def prune_channels_at_init(model: nn.Module, batches: Iterable, method: str, fraction: float,
                            target: str = "params", compute_aware: bool = False, lam: float = 0.05,
                            exclude: Iterable[str] = (), init: str = "keep", seed: int = 0,
-                           **options) -> StructuredPruningResult:
+                           device: str | torch.device | None = None, **options) -> StructuredPruningResult:
     """Remove whole channels of ``model`` before training until ``fraction`` of its parameters or
     FLOPs (``target``) are gone, and return the physically smaller network.
 
@@ -119,6 +164,10 @@ def prune_channels_at_init(model: nn.Module, batches: Iterable, method: str, fra
     or uniform (random channels). ``compute_aware`` divides 3SP/ProsPr scores by each channel's
     smoothed cost (λ = ``lam``, thesis Table 3.2 uses 0.05). ``init``: keep the initial weights,
     ``rescale`` them by √(fan_out / pruned fan_out), or ``reinit`` the smaller network.
+
+    ``device`` as for ``prune_at_init``: the channel masks, scores and costs live there and the smaller
+    network is built there. Uniform (random) channels and ``reinit`` weights are drawn on the CPU, so
+    they are the same on every device.
     """
     from metacompress.pruning import structured as st
 
@@ -130,21 +179,23 @@ def prune_channels_at_init(model: nn.Module, batches: Iterable, method: str, fra
         raise UserError(f"target must be one of {TARGETS} and init one of {INITS}, got {target!r}, {init!r}")
     if compute_aware and method not in GRADIENT_MAGNITUDE:
         raise UserError(f"compute-aware pruning divides gradient magnitudes by cost; {method} has none")
-    stream = iter(batches) if batches is not None else iter(())
+    device = model_device(model, device)
+    stream = batches_on(iter(batches) if batches is not None else iter(()), device)
     first = next(stream, None)
     if first is None:
         raise UserError("structured pruning needs at least one batch but the loader is empty")
     stream = chain([first], stream)
     example = first[0][:1]
     groups = st.channel_groups(model, example, exclude)
-    masks = st.full_channel_masks(groups)
+    masks = st.full_channel_masks(groups, device)
     try:
-        with module_mode(model, training=True), Measure(next(model.parameters()).device) as measured:
+        with module_mode(model, training=True), Measure(device) as measured:
             scores = CRITERIA[STRUCTURED_METHODS[method]](model, masks, stream, seed=seed, **options,
                                                           masking=partial(st.channel_masking, model, groups))
             if compute_aware:
                 layer_costs = st.producer_costs(model, groups, example)
-                scores = st.compute_aware(scores, st.channel_costs(groups, layer_costs), sum(layer_costs.values()), lam)
+                scores = st.compute_aware(scores, st.channel_costs(groups, layer_costs, device),
+                                          sum(layer_costs.values()), lam)
     except RuntimeError as e:
         raise UserError(f"{method}: the batches do not fit the model ({str(e).splitlines()[0]})") from None
     check_scores(scores, masks, method)

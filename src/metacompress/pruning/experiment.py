@@ -38,7 +38,8 @@ class PruneSettings:
 
 def prune_model(model, train_data: ClassificationData, settings: PruneSettings, seed: int,
                 ) -> PruningResult | StructuredPruningResult:
-    """Unstructured: prune ``model`` in place. Structured: return the smaller network in the result."""
+    """Unstructured: prune ``model`` in place. Structured: return the smaller network in the result.
+    Runs where ``model`` is: its batches are made on that device."""
     batches = shuffled_batches(train_data, settings.batch_size, seed, next(model.parameters()).device)
     if settings.structured:
         return prune_channels_at_init(model, batches, settings.method, settings.sparsity, target=settings.target,
@@ -53,7 +54,11 @@ def prune_and_train(spec: ModelSpec, train_data: ClassificationData, eval_sets: 
                     config: TrainConfig, settings: PruneSettings, out_dir: str | Path | None = None,
                     progress: bool = True, device: str | torch.device = "cpu") -> tuple[TrainResult, PruningResult]:
     """Initialize ``spec`` with ``config.seed``, prune it, train it; with ``out_dir`` the masks (weight
-    masks, or per-channel keep masks) go to ``masks.{safetensors,json}`` beside the trainer's files."""
+    masks, or per-channel keep masks) go to ``masks.{safetensors,json}`` beside the trainer's files.
+
+    ``device``: where the network is pruned (the pruning batches are made there) and trained. The
+    initial weights are drawn on the CPU, so a seed starts every device from the same network; random
+    and uniform masks are then the same too, the other criteria up to float rounding."""
     torch.manual_seed(config.seed)
     model = model_from_spec(spec).to(resolve_device(device))
     pruned = prune_model(model, train_data, settings, config.seed)
@@ -82,7 +87,8 @@ def load_pruned_model(run_dir: str | Path) -> tuple[nn.Module, dict]:
         return load_model(run_dir / "checkpoint")
     spec = ModelSpec(**info["model"])
     model = model_from_spec(spec)
-    example = torch.zeros(1, spec.in_channels, spec.image_size, spec.image_size)
+    device = next(model.parameters()).device
+    example = torch.zeros(1, spec.in_channels, spec.image_size, spec.image_size, device=device)
     groups = channel_groups(model, example, settings.get("exclude", ()))
     if {g.name for g in groups} != set(masks):
         raise UserError(f"{run_dir}/masks.safetensors: its channel groups do not match {spec.name}")

@@ -111,8 +111,9 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor, exclude=()) ->
     return groups
 
 
-def full_channel_masks(groups: list[ChannelGroup]) -> dict[str, torch.Tensor]:
-    return {g.name: torch.ones(g.size) for g in groups}
+def full_channel_masks(groups: list[ChannelGroup], device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """c̃ = 1 for every channel, on ``device`` (the model's, where the masks scale its activations)."""
+    return {g.name: torch.ones(g.size, device=device) for g in groups}
 
 
 def scale_channels(mask: torch.Tensor, module: nn.Module, output: torch.Tensor) -> torch.Tensor:
@@ -158,11 +159,12 @@ def producer_costs(model: nn.Module, groups: list[ChannelGroup], example_input: 
     return costs
 
 
-def channel_costs(groups: list[ChannelGroup], layer_costs: dict[str, float]) -> dict[str, torch.Tensor]:
-    """Cost of removing each channel: Σ of c_l over the coupled layers that produce it."""
+def channel_costs(groups: list[ChannelGroup], layer_costs: dict[str, float], device: str | torch.device = "cpu",
+                  ) -> dict[str, torch.Tensor]:
+    """Cost of removing each channel: Σ of c_l over the coupled layers that produce it (on ``device``)."""
     costs = {}
     for g in groups:
-        cost = torch.zeros(g.size, dtype=torch.float64)
+        cost = torch.zeros(g.size, dtype=torch.float64, device=device)
         for name, roots in g.producers:
             cost[list(roots)] += layer_costs[name]
         costs[g.name] = cost
@@ -176,7 +178,7 @@ def compute_aware(scores: dict[str, torch.Tensor], costs: dict[str, torch.Tensor
     (c̄ + λ)/(1 + λ), and divided by its maximum. λ = 0 follows compute only; large λ is plain 3SP."""
     if lam < 0:
         raise UserError(f"the compute smoothing λ must be ≥ 0, got {lam}")
-    smoothed = {name: (costs[name] / total + lam) / (1 + lam) for name in scores}
+    smoothed = {name: (costs[name].to(s.device) / total + lam) / (1 + lam) for name, s in scores.items()}
     top = max(float(c.max()) for c in smoothed.values())
     return {name: (s.abs() / (smoothed[name] / top)).to(s.dtype) for name, s in scores.items()}
 
@@ -190,9 +192,10 @@ def mask_channels_in_place(model: nn.Module, groups: list[ChannelGroup], keep: d
         dropped = keep[g.name] == 0
         for name, roots in set(g.producers) | set(g.mask_points):
             layer = modules[name]
-            layer.weight[dropped[list(roots)]] = 0
+            removed = dropped[list(roots)].to(layer.weight.device)
+            layer.weight[removed] = 0
             if layer.bias is not None:
-                layer.bias[dropped[list(roots)]] = 0
+                layer.bias[removed] = 0
 
 
 def shrink(model: nn.Module, groups: list[ChannelGroup], keep: dict[str, torch.Tensor],
@@ -272,9 +275,11 @@ def estimated_cost(table: dict[str, LayerCost], groups: list[ChannelGroup], keep
 def channels_to_keep(scores: dict[str, torch.Tensor], groups: list[ChannelGroup], table: dict[str, LayerCost],
                      before: tuple[int, float], fraction: float, target: str) -> dict[str, torch.Tensor]:
     """Remove the lowest-scoring channels (one global ranking) until ``fraction`` of the parameters
-    or FLOPs are gone: a binary search over how many, each candidate costed without building it."""
+    or FLOPs are gone: a binary search over how many, each candidate costed without building it.
+    The search runs on the CPU (a few hundred small tensors); the masks are returned on the scores' device."""
     names = [g.name for g in groups]
-    flat = torch.cat([scores[n].detach().flatten().double() for n in names])
+    device = scores[names[0]].device
+    flat = torch.cat([scores[n].detach().flatten().double().cpu() for n in names])
     order = torch.argsort(flat, stable=True)
     sizes = [scores[n].numel() for n in names]
     index = 0 if target == "params" else 1
@@ -294,7 +299,7 @@ def channels_to_keep(scores: dict[str, torch.Tensor], groups: list[ChannelGroup]
             high = middle
         else:
             low = middle + 1
-    return keep_without(low)
+    return {name: mask.to(device) for name, mask in keep_without(low).items()}
 
 
 @torch.no_grad()
@@ -309,8 +314,14 @@ def rescale_to_fan_out(small: nn.Module, original: dict[str, LayerCost]) -> None
 @keeps_global_rng
 @torch.no_grad()
 def reinitialize(small: nn.Module, seed: int) -> None:
-    """Fresh PyTorch default initialization of every layer of the smaller network (SNIP's re-init)."""
+    """Fresh PyTorch default initialization of every layer of the smaller network (SNIP's re-init).
+
+    The draws are made on the CPU (the network is moved there and back, in place), so a seed gives
+    the same weights whatever device the network lives on."""
+    device = next(small.parameters()).device
+    small.cpu()
     torch.manual_seed(seed)
     for module in small.modules():
         if module is not small and hasattr(module, "reset_parameters"):
             module.reset_parameters()
+    small.to(device)

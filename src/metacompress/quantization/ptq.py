@@ -45,11 +45,20 @@ CALIBRATION_SAMPLES = 1 << 20  # values kept per activation for the MSE search
 
 class FakeQuantizer(nn.Module):
     """Rounds its input onto a fixed grid. Used after activations, and as the parametrization of
-    weights (the weight a layer sees is its fake-quantized self; the STE passes gradients through)."""
+    weights (the weight a layer sees is its fake-quantized self; the STE passes gradients through).
+
+    The grid's scale and zero-point are (non-persistent) buffers, so they follow the model when it
+    moves to another device; they are not part of the state dict."""
 
     def __init__(self, params: QuantParams):
         super().__init__()
-        self.params = params
+        self.grid, self.axis = params.grid, params.axis
+        self.register_buffer("scale", params.scale.detach(), persistent=False)
+        self.register_buffer("zero_point", params.zero_point.detach(), persistent=False)
+
+    @property
+    def params(self) -> QuantParams:
+        return QuantParams(self.grid, self.scale, self.zero_point, self.axis)
 
     def forward(self, x):
         return fake_quantize(x, self.params)
@@ -117,8 +126,9 @@ def batchnorm_ranges(gm: fx.GraphModule, k: float) -> dict[str, tuple[torch.Tens
     for node in gm.graph.nodes:
         if is_module(gm, node, BATCHNORMS):
             bn = gm.get_submodule(node.target)
-            beta = bn.bias.detach() if bn.affine else torch.zeros(bn.num_features)
-            gamma = bn.weight.detach().abs() if bn.affine else torch.ones(bn.num_features)
+            device = bn.running_mean.device if bn.running_mean is not None else None
+            beta = bn.bias.detach() if bn.affine else torch.zeros(bn.num_features, device=device)
+            gamma = bn.weight.detach().abs() if bn.affine else torch.ones(bn.num_features, device=device)
             ranges[node.name] = (beta - k * gamma, beta + k * gamma)
         elif node.op == "call_function" and node.target in (operator.add, torch.add) and len(node.args) == 2:
             a, b = (ranges.get(arg.name) if isinstance(arg, fx.Node) else None for arg in node.args)
@@ -149,10 +159,11 @@ def calibration_samples(gm: fx.GraphModule, names: list[str], batches: Iterable,
 
     interpreter.run_node = run_node
     generator = torch.Generator().manual_seed(0)
+    first = next(gm.parameters(), None)
     count = 0
     for batch in batches:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        interpreter.run(x)
+        interpreter.run(x if first is None else x.to(first.device))  # calibrated where the model is
         count += 1
         if count >= max_batches:
             break
@@ -162,7 +173,8 @@ def calibration_samples(gm: fx.GraphModule, names: list[str], batches: Iterable,
     for name, chunks in seen.items():
         values = torch.cat(chunks)
         if values.numel() > CALIBRATION_SAMPLES:
-            keep = torch.randperm(values.numel(), generator=generator)[:CALIBRATION_SAMPLES]
+            # drawn on the CPU (the same sample on every device), then used where the values are
+            keep = torch.randperm(values.numel(), generator=generator, device="cpu")[:CALIBRATION_SAMPLES].to(values.device)
             values = torch.cat([values[keep], values.min().view(1), values.max().view(1)])
         samples[name] = values
     return samples
@@ -179,6 +191,9 @@ def quantize_model(model: nn.Module, w_bits: int | None, a_bits: int | None, bat
     activations without one are calibrated by min/max on ``batches``), "minmax" or "mse" (calibrated
     on up to ``calibration_batches`` of ``batches``). ``first_last_bits`` quantizes the first and last
     weight layers at that width instead (e.g. 8), a common deployment choice.
+
+    The copy lives where ``model`` does; calibration batches are moved there. Its grids are buffers
+    of its ``FakeQuantizer`` modules, so ``.to(device)`` moves them with the weights.
     """
     for bits in (w_bits, a_bits, first_last_bits):
         if bits is not None:
@@ -224,7 +239,8 @@ def insert_activation_quantizers(gm: fx.GraphModule, bits: int, method: str, bn_
         nonnegative = is_activation(gm, node, nonnegative_only=True)
         grid = Grid(bits, "unsigned" if nonnegative else "asymmetric")
         if node.name in bn_ranges:  # only ReLUs get one
-            params = params_for_range(grid, torch.tensor(0.0), bn_ranges[node.name][1].max())
+            high = bn_ranges[node.name][1].max()
+            params = params_for_range(grid, torch.zeros((), device=high.device), high)
         else:
             params = tensor_params(samples[node.name], grid, "minmax" if method == "bn" else method)
         name = f"{node.name}_quantizer"

@@ -9,6 +9,7 @@ a grid of another width, which is how a model fine-tuned for one target is evalu
 
 from collections.abc import Iterable
 
+import torch
 import torch.fx as fx
 import torch.nn.utils.parametrize as parametrize
 from torch import nn
@@ -20,11 +21,15 @@ from metacompress.training import TrainConfig, train
 
 def ste_finetune(model: nn.Module, w_bits: int, a_bits: int, spec, train_data, eval_sets: dict,
                  config: TrainConfig, batches: Iterable | None = None, progress: bool = False,
-                 **ptq_options) -> fx.GraphModule:
+                 device: str | torch.device | None = "cpu", **ptq_options) -> fx.GraphModule:
     """Quantize ``model`` at (w_bits, a_bits) and fine-tune its shadow weights through the
-    fake-quantizers with ``config``; returns the trained quantized network."""
+    fake-quantizers with ``config``; returns the trained quantized network.
+
+    The grids are fitted where ``model`` is (calibration ``batches`` are moved there); the fine-tuning
+    runs on ``device`` (as ``training.train``: "cpu" by default, "auto", "cuda[:N]"), and the returned
+    network lives there, its grids with it. ``model`` itself is not changed."""
     quantized = quantize_model(model, w_bits, a_bits, batches, **ptq_options)
-    train(spec, train_data, eval_sets, config, model=quantized, progress=progress)
+    train(spec, train_data, eval_sets, config, model=quantized, progress=progress, device=device)
     return quantized.eval()
 
 

@@ -59,7 +59,8 @@ def params_for_range(grid: Grid, low: torch.Tensor, high: torch.Tensor, axis: in
     signed: s = max(|low|, |high|) / (2^(b−1) − 1); unsigned: s = high / (2^b − 1) (low must be ≥ 0);
     asymmetric: the range is widened to contain 0, s = (high − low) / (2^b − 1), z = round(−low / s).
     """
-    low, high = torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
+    low, high = (t.to(torch.float32) if isinstance(t, torch.Tensor) else torch.tensor(t, dtype=torch.float32)
+                 for t in (low, high))  # tensors stay on their device
     tiny = torch.finfo(torch.float32).tiny
     if grid.kind == "signed":
         scale = torch.maximum(low.abs(), high.abs()) / grid.qmax
@@ -116,7 +117,7 @@ def mse_params(x: torch.Tensor, grid: Grid, axis: int | None = None, candidates:
     (per channel when ``axis`` is given; Nagel et al. 2021 §3.4): a grid search over α."""
     low, high = channel_extremes(x, axis)
     best_error = best = None
-    for alpha in torch.linspace(1.0 / candidates, 1.0, candidates):
+    for alpha in torch.linspace(1.0 / candidates, 1.0, candidates, device="cpu").to(low.device):  # same α everywhere
         q = params_for_range(grid, alpha * low, alpha * high, axis)
         diff = (fake_quantize(x.detach(), q) - x.detach()) ** 2
         error = diff.mean() if axis is None else diff.movedim(axis, 0).flatten(1).mean(1)

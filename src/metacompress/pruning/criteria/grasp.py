@@ -13,23 +13,28 @@ from metacompress.pruning.masks import Masks, Scores
 
 
 def class_balanced_batch(batches, samples_per_class: int, num_classes: int | None = None):
-    """Draw from ``batches`` until every class has ``samples_per_class`` examples."""
-    xs, ys, counts = [], [], {}
+    """Draw from ``batches`` until every class has ``samples_per_class`` examples (kept on the
+    batches' device; the labels are read once per batch)."""
+    xs, ys, counts, taken = [], [], {}, 0
     for x, y in batches:
-        for xi, yi in zip(x, y):
-            label = int(yi)
+        chosen = []
+        for i, label in enumerate(y.tolist()):
             if counts.get(label, 0) < samples_per_class:
                 counts[label] = counts.get(label, 0) + 1
-                xs.append(xi)
-                ys.append(yi)
+                chosen.append(i)
+        if chosen:
+            index = torch.tensor(chosen, device=y.device)
+            xs.append(x[index])
+            ys.append(y[index])
+            taken += len(chosen)
         full = [c for c in counts.values() if c == samples_per_class]
         if num_classes is not None and len(full) == num_classes:
             break
-        if num_classes is None and counts and len(full) == len(counts) and len(xs) >= 10 * samples_per_class:
+        if num_classes is None and counts and len(full) == len(counts) and taken >= 10 * samples_per_class:
             break
     if not xs:
         raise UserError("GraSP needs labelled batches but the loader is empty")
-    return torch.stack(xs), torch.stack(ys)
+    return torch.cat(xs), torch.cat(ys)
 
 
 def score(model, masks: Masks, batches, temperature: float = 200.0, samples_per_class: int = 10,

@@ -1,6 +1,7 @@
 """SynFlow (Tanaka et al., 2020): data-free. With every parameter replaced by its absolute value
 and an all-ones input, R = Σ f(1); the score is |θ ⊙ ∂R/∂θ|. Computed in float64 (R overflows
-float32 on deep nets) with BatchNorm in eval mode; pruned iteratively (100 rounds) by the API."""
+float32 on deep nets) with BatchNorm in eval mode; pruned iteratively (100 rounds) by the API.
+The all-ones input is made on the device of the model's weights."""
 
 import torch
 from torch.func import functional_call
@@ -19,7 +20,7 @@ def score(model, masks: Masks, batches=None, input_shape: tuple[int, ...] | None
     weights = {name: (params[name] * masks[name].double()).requires_grad_(True) for name in masks}
     buffers = {name: (b.double() if b.is_floating_point() else b) for name, b in model.named_buffers()}
     with module_mode(model, training=False):
-        ones = torch.ones((1, *input_shape), dtype=torch.float64)
+        ones = torch.ones((1, *input_shape), dtype=torch.float64, device=next(iter(weights.values())).device)
         total = functional_call(model, (params | weights, buffers), (ones,)).sum()
         grads = torch.autograd.grad(total, list(weights.values()))
     return {name: (g * w.detach()).abs() for (name, w), g in zip(weights.items(), grads)}
