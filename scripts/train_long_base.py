@@ -25,10 +25,9 @@ from pathlib import Path
 
 import torch
 
-from metacompress.bench.coinpp_tasks import HELD_OUT_PHOTOS
+from metacompress.bench.coinpp_tasks import training_photos
 from metacompress.codecs.coinpp_training import prepare_training, train_base
 from metacompress.data.cifar import load_cifar_npz
-from metacompress.data.images import list_images, load_image
 from metacompress.distributed import resolve_device
 from metacompress.inr.base_network import save_base
 from metacompress.inr.metalearning import MetaConfig
@@ -53,7 +52,7 @@ RECIPES = {"photos": LongRecipe(128, 6, 64, 32, 3e-4), "cifar10": LongRecipe(128
 
 def training_data(task: str, root: Path) -> list:
     if task == "photos":
-        return [load_image(p) for p in list_images(root / "photos") if p.stem not in HELD_OUT_PHOTOS]
+        return training_photos(root)
     images, _ = load_cifar_npz(root / "cifar10" / "cifar10_genuine_subset.npz", "train")
     return [image.copy() for image in images]
 

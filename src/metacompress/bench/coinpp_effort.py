@@ -22,9 +22,10 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from metacompress.bench.coinpp_tasks import HELD_OUT_PHOTOS
+from metacompress.bench.coinpp_tasks import training_photos
 from metacompress.codecs.classical import Jpeg, encode_at_bpp
 from metacompress.codecs.coinpp import DEFAULT_EFFORT, encode
+from metacompress.codecs.coinpp_training import VAL_FRACTION, validation_split
 from metacompress.data.images import list_images, load_image
 from metacompress.inr.base_network import DEFAULT_BASE, load_base
 from metacompress.metrics import psnr
@@ -39,17 +40,14 @@ PROFILES = {
 
 def held_out_photos(root: Path, crop: int | None) -> list[tuple[str, np.ndarray]]:
     """The validation split ``train-base`` holds out of the training photos (seed 0), centre-cropped."""
-    paths = [p for p in list_images(root / "photos") if p.stem not in HELD_OUT_PHOTOS]
-    images = [load_image(p) for p in paths]
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0)).tolist()
-    chosen = order[:round(0.05 * len(images))]  # prepare_training's split
+    photos = training_photos(root, with_paths=True)
     out = []
-    for i in chosen:
-        image = images[i]
+    for i in validation_split(len(photos), VAL_FRACTION, 0)[0]:
+        path, image = photos[i]
         if crop:
             h, w = image.shape[:2]
             image = image[(h - crop) // 2:(h + crop) // 2, (w - crop) // 2:(w + crop) // 2]
-        out.append((paths[i].stem, np.ascontiguousarray(image)))
+        out.append((path.stem, np.ascontiguousarray(image)))
     return out
 
 

@@ -51,6 +51,13 @@ def mean_where_defined(values) -> float | None:
     return None if any(v is None for v in values) else statistics.fmean(values)
 
 
+def training_photos(root: Path, with_paths: bool = False) -> list:
+    """The training photos (``photos/``), less the one the bundled demo photo is cut from; with
+    ``with_paths``, as (path, image) pairs."""
+    paths = [p for p in list_images(root / "photos") if p.stem not in HELD_OUT_PHOTOS]
+    return [(p, load_image(p)) for p in paths] if with_paths else [load_image(p) for p in paths]
+
+
 class Task:
     """A test setting: ``train`` (path or datapoints), ``tests`` [(name, Datapoint)], measures and baselines."""
 
@@ -199,7 +206,7 @@ class Kodak(ImageTask):
     def load_train(self):
         """The training photos, less the one the bundled demo photo is cut from (so the demo, which
         uses this base network, compresses an image it never saw)."""
-        return [load_image(p) for p in list_images(self.root / "photos") if p.stem not in HELD_OUT_PHOTOS]
+        return training_photos(self.root)
 
 
 class Audio(Task):

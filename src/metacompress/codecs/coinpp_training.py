@@ -36,6 +36,7 @@ from metacompress.modalities.spec import DataSpec
 from metacompress.rng import keeps_global_rng
 
 CODE_BITS = tuple(range(3, 9))  # thesis Figure 5.10: 3–8 bits
+VAL_FRACTION = 0.05  # datapoints held out for validation PSNR (train-base --val-fraction)
 CURVE_TILES, CURVE_STEPS = 64, (3, 10)  # the learning curve: validation PSNR on 64 held-out tiles
 GB = 1e9
 
@@ -269,9 +270,17 @@ def check_training_memory(settings: BaseSettings, meta: MetaConfig, ctx: DistCon
         f"use {', or '.join(options)}; {MEMORY_LIMIT_ENV}=BYTES overrides the available amount")
 
 
+def validation_split(count: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(held-out, training) indices of ``count`` datapoints: a random ``val_fraction``, rounded —
+    none from a handful of datapoints (a few volumes: all train)."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = min(round(val_fraction * count), count - 1)
+    return order[:n_val], order[n_val:]
+
+
 def prepare_training(modality: str, data: str | Path | list[np.ndarray], patch: tuple[int, ...] | None = None,
                      width: int = 512, depth: int = 10, latent_dim: int = 128, w0: float = 50.0,
-                     variables: list[str] | None = None, val_fraction: float = 0.05, seed: int = 0,
+                     variables: list[str] | None = None, val_fraction: float = VAL_FRACTION, seed: int = 0,
                      extra: dict | None = None) -> tuple[BaseSettings, list, list]:
     """Settings and (train, validation) features for a base network of ``modality``.
 
@@ -302,9 +311,8 @@ def prepare_training(modality: str, data: str | Path | list[np.ndarray], patch: 
         raise UserError("no training data")
     spec = kind.finish_spec(spec, points)
     features = training_features(points, spec)
-    order = torch.randperm(len(features), generator=torch.Generator().manual_seed(seed)).tolist()
-    n_val = min(round(val_fraction * len(features)), len(features) - 1)  # a few volumes: all train
-    val = [features[i] for i in order[:n_val]]
-    train = [features[i] for i in order[n_val:]]
+    val_indices, train_indices = validation_split(len(features), val_fraction, seed)
+    val = [features[i] for i in val_indices]
+    train = [features[i] for i in train_indices]
     settings = BaseSettings(spec, width, depth, latent_dim, w0)
     return settings, train, val
