@@ -410,7 +410,46 @@ def coinpp_table(name: str) -> str:
     return table([""] + [f"{bits[0]} bits"] + [str(b) for b in bits[1:]], rows)
 
 
+def raw_results(name: str) -> dict:
+    """A results JSON written by a measurement script (no ``results`` wrapper)."""
+    return json.loads((RESULTS / name / "results.json").read_text())
+
+
+def latent_quantizer_table() -> str:
+    """Per bit-width: mean tile PSNR @ bits per latent entry, for each quantizer and symbol model."""
+    found = raw_results("coinpp-quantizers")
+    by = {(r["quantizer"], r["bits"]): r for r in found["rows"]}
+    columns = [("global", "rate_shared_model", "one range (thesis), one symbol model"),
+               ("global", "rate_per_dimension_models", "one range, a symbol model per dimension"),
+               ("per-dimension 3σ", "rate_shared_model", "**a range per dimension (±3σ), one model (default)**"),
+               ("per-dimension 3σ", "rate_per_dimension_models", "a range per dimension (±3σ), a model per dimension"),
+               ("per-dimension 2σ", "rate_shared_model", "a range per dimension (±2σ), one model"),
+               ("per-dimension 4σ", "rate_shared_model", "a range per dimension (±4σ), one model")]
+    bits = sorted({r["bits"] for r in found["rows"]})
+    rows = [[label] + [f"{by[(q, b)]['psnr']:.2f} @ {by[(q, b)][rate]:.2f}" for b in bits] for q, rate, label in columns]
+    return table(["quantizer, symbol model: dB @ bits per latent"] + [f"{b} bits" for b in bits], rows)
+
+
+def meta_sgd_table() -> str:
+    """Learning curves (validation PSNR at 3 / 10 inner steps) of the meta-learner variants."""
+    found = raw_results("coinpp-meta-sgd")
+    variants = found["variants"]
+    iterations = sorted({c["iteration"] for v in variants.values() for c in v["learning_curve"]})
+    labels = {"plain": "plain (one inner lr, second order)", "meta_sgd": "Meta-SGD (a learned lr per latent dimension)",
+              "first_order": "first-order meta-gradients"}
+    rows = []
+    for name, variant in variants.items():
+        curve = {c["iteration"]: c for c in variant["learning_curve"]}
+        final = variant["val_psnr_256_tiles"]
+        rows.append([labels.get(name, name)] + [
+            f"{curve[i]['3_steps']:.2f} / {curve[i]['10_steps']:.2f}" if i in curve else "" for i in iterations] + [
+            f"{final['3_steps']:.2f} / {final['10_steps']:.2f}", f"{variant['val_psnr_5bit_10_steps']:.2f}"])
+    return table(["variant"] + [f"{i} steps" for i in iterations] + ["256 tiles, end", "5 bits, 10 steps"], rows)
+
+
 RESULT_TABLES = {
+    "coinpp-quantizers": latent_quantizer_table,
+    "coinpp-meta-sgd": meta_sgd_table,
     "train-reference": train_reference_table,
     "bd-rate": bd_rate_table,
     "prune-at-init": prune_at_init_tables,

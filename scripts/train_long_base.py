@@ -73,6 +73,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=OUT, help="folder of the run and the base network")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--outer-lr", type=float,
+                        help="Adam's rate from now on (default: the recipe's); a resumed run keeps its Adam state")
     args = parser.parse_args(argv)
     if not args.data_root:
         parser.error("--data-root (or METACOMPRESS_DATA) is required")
@@ -90,7 +92,8 @@ def main(argv=None) -> int:
     started = time.monotonic()
     target = done if args.finish else done + args.stretch
     while True:
-        meta = MetaConfig(iterations=max(target, 1), batch_size=recipe.batch_size, outer_lr=recipe.outer_lr,
+        meta = MetaConfig(iterations=max(target, 1), batch_size=recipe.batch_size,
+                          outer_lr=args.outer_lr or recipe.outer_lr,
                           checkpoint_every=args.validate_every, validate_every=args.validate_every)
         stretch_started = time.monotonic()
         base = train_base(settings, train, val, meta, run_dir, resume=done > 0, device=device)

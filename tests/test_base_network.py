@@ -8,7 +8,8 @@ from safetensors.torch import load_file, save_file
 
 from metacompress.errors import DataError, FormatError
 from metacompress.inr.base_config import BaseConfig
-from metacompress.inr.base_network import DEFAULT_BASE, BaseNetwork, build_model, load_base, save_base
+from metacompress.inr.base_network import (BUNDLED_BASES, DEFAULT_BASE, BaseNetwork, build_model, bundled_bases,
+                                           load_base, save_base)
 from metacompress.modalities.spec import DataSpec
 
 CONFIG = BaseConfig(DataSpec("image", 3, (32, 32), value_range=((0.0, 255.0),) * 3), in_dim=2, width=8, depth=3,
@@ -53,7 +54,7 @@ def test_modified_weights_or_description_are_refused(tmp_path):
         load_base(tmp_path / "b2")
 
 
-SHIPPED = [DEFAULT_BASE.with_suffix(".json"), *sorted(Path(__file__).resolve().parents[1].glob(
+SHIPPED = [*sorted(BUNDLED_BASES.glob("*.json")), *sorted(Path(__file__).resolve().parents[1].glob(
     "benchmarks/results/coinpp-rd-*/bases/*.json"))]
 
 
@@ -66,8 +67,10 @@ def test_every_shipped_description_parses_and_serializes_back_exactly(path):
 
 
 def test_loading_a_shipped_base_reproduces_its_stored_hash():
-    info = json.loads(DEFAULT_BASE.with_suffix(".json").read_text())
-    assert load_base(DEFAULT_BASE).hash == info["hash"]
+    bundled = bundled_bases()
+    assert bundled[0][0] == DEFAULT_BASE and len(bundled) == len(list(BUNDLED_BASES.glob("*.json"))) >= 2
+    for stem, digest in bundled:
+        assert load_base(stem).hash == digest
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -113,3 +116,17 @@ def test_the_config_is_immutable_and_the_hash_is_computed_once(monkeypatch):
     real = base_network.content_hash
     monkeypatch.setattr(base_network, "content_hash", lambda *a: calls.append(1) or real(*a))
     assert base.hash == base.hash == base.hash and len(calls) == 1
+
+
+def test_per_dimension_codes_round_trip_and_must_match_the_latent_size():
+    codes = {"mean": 0.0, "std": 1.0, "steps": 3, "patches": 8, "symbol_counts": {"2": [1, 2, 3, 4]},
+             "dim_mean": [0.0, 0.1, 0.2, 0.3], "dim_std": [1.0, 2.0, 3.0, 4.0]}
+    config = BaseConfig.from_dict(CONFIG.to_dict() | {"codes": codes})
+    assert config.codes.per_dimension and config.to_dict()["codes"] == codes
+    assert "dim_std" not in BaseConfig.from_dict(CONFIG.to_dict() | {"codes": codes | {
+        "dim_mean": None, "dim_std": None}}).to_dict()["codes"]
+    for bad, message in (({"dim_std": [1.0, 2.0, 3.0]}, "equal length"), ({"dim_std": [1.0, 2.0, 0.0, 1.0]}, "positive"),
+                         ({"dim_mean": None}, "equal length"), ({"dim_std": "1,2"}, "list of numbers"),
+                         ({"dim_mean": [0.0] * 5, "dim_std": [1.0] * 5}, "for 5 latent dimensions, not 4")):
+        with pytest.raises(FormatError, match=message):
+            BaseConfig.from_dict(CONFIG.to_dict() | {"codes": codes | bad})

@@ -188,10 +188,15 @@ def test_cli_train_base_encode_decode_audio(tmp_path):
     base = tmp_path / "audio-base"
     out = run_cli(["train-base", "--modality", "audio", "--data", str(data), "--out", str(base), "--patch", "200",
                    "--width", "16", "--depth", "2", "--latent-dim", "8", "--iters", "4", "--batch-size", "4",
-                   "--outer-lr", "1e-4", "--val-fraction", "0", "--no-progress", "--json"])
+                   "--outer-lr", "1e-4", "--val-fraction", "0", "--no-progress", "--json",
+                   "--meta-sgd", "--inner-lr", "0.02"])
     assert out.returncode == 0, out.stderr
     summary = last_json(out.stdout)
-    assert summary["hash"] == load_base(base).hash and (tmp_path / "audio-base.run" / "meta_checkpoint.json").exists()
+    trained = load_base(base)
+    assert summary["hash"] == trained.hash and (tmp_path / "audio-base.run" / "meta_checkpoint.json").exists()
+    # encoding steps as training did: the inner lr is stored, and Meta-SGD's learned rates moved from it
+    assert trained.config.inner_lr == 0.02 and trained.config.meta_sgd
+    assert trained.model.inner_lrs.shape == (8,) and not torch.allclose(trained.model.inner_lrs, torch.tensor(0.02))
     out = run_cli(["encode", str(data / "a.flac"), "-o", str(tmp_path / "a.mcz"), "--base", str(base) + ".json",
                    "--bits", "4", "--steps", "2", "--json"])
     assert out.returncode == 0, out.stderr
@@ -277,12 +282,14 @@ def test_training_patches_skip_constant_background():
 
 def test_the_straight_through_quantizer_gives_bin_centres_and_the_identity_gradient(bases):
     quantizer = quantizer_for(bases["image"], 4)
-    z = (torch.randn(5, 7, generator=torch.Generator().manual_seed(0)) * 2 * quantizer.std + quantizer.mean)
+    dims = base_dims = bases["image"].model.latent_dim
+    assert quantizer.per_dimension and len(quantizer.std) == base_dims  # new bases quantize per dimension
+    z = quantizer.denormalize(torch.randn(5, dims, generator=torch.Generator().manual_seed(0)) * 2).float()
     z.requires_grad_(True)
     q = quantizer.straight_through(z)
     np.testing.assert_allclose(q.detach().numpy(), quantizer.values(quantizer.symbols(z)).numpy(), rtol=1e-6)
-    (q * torch.arange(7.0)).sum().backward()
-    assert torch.equal(z.grad, torch.arange(7.0).expand(5, 7))
+    (q * torch.arange(float(dims))).sum().backward()
+    assert torch.equal(z.grad, torch.arange(float(dims)).expand(5, dims))
 
 
 @pytest.mark.parametrize("bits", [3, 6])
@@ -318,3 +325,47 @@ def test_an_effortful_file_decodes_to_its_reconstruction_and_beats_the_plain_one
     assert refined.psnr >= plain.psnr
     with pytest.raises(UserError, match="effort"):
         encode(point, base, bits=5, steps=3, effort=-1)
+
+
+def test_a_rate_budget_picks_the_most_bits_that_fit(bases):
+    from metacompress.codecs.coinpp import encode_within
+
+    base = bases["image"]
+    point = sample_point("image", base)
+    pixels = math.prod(point.values.shape[:-1])
+    sizes = {b: len(encode(point, base, bits=b, steps=2, effort=0).data) for b in base.config.codes.bit_widths}
+    assert all(sizes[a] < sizes[b] for a, b in zip(sorted(sizes), sorted(sizes)[1:]))  # more bits, more bytes
+    for bits in (3, 5, 7):  # a budget just over a bit-width's file picks exactly that width
+        budget = 8 * (sizes[bits] + 0.5) / pixels
+        for effort in (0, 3):
+            result = encode_within(point, base, budget, steps=2, effort=effort)
+            assert result.bits == bits and len(result.data) * 8 / pixels <= budget
+            np.testing.assert_array_equal(decode(result.data, base).values, result.reconstruction)
+    with pytest.raises(UserError, match="below what 3 latent bits need"):
+        encode_within(point, base, 8 * (sizes[3] - 1) / pixels, steps=2)
+
+
+def test_cli_encode_with_a_rate_budget(bases, tmp_path):
+    stem = tmp_path / "base"
+    save_base(stem, bases["image"])
+    photo = tmp_path / "crop.png"
+    write_datapoint(photo, sample_point("image", bases["image"]), bases["image"].config.data)
+    out = run_cli(["encode", str(photo), "--base", str(stem), "--bpp", "4", "--steps", "2", "--effort", "0",
+                   "-o", str(tmp_path / "a.mcz"), "--json"])
+    assert out.returncode == 0, out.stderr
+    summary = last_json(out.stdout)
+    assert summary["bits_per_sample"] <= 4 and 3 <= summary["bits"] <= 8
+    out = run_cli(["encode", str(photo), "--base", str(stem), "--bpp", "4", "--bits", "5", "-o", str(tmp_path / "b.mcz")])
+    assert out.returncode == 2 and "give --bpp or --bits, not both" in out.stderr and not (tmp_path / "b.mcz").exists()
+
+
+def test_made_with_names_exactly_the_base_network_a_file_was_encoded_with(bases):
+    from metacompress.codecs.coinpp import made_with
+
+    base = bases["image"]
+    data = encode(sample_point("image", base), base, bits=4, steps=1, effort=0).data
+    assert made_with(data, base.hash)
+    # another base network, even one whose hash shares the file's first hash byte, is not it
+    assert not made_with(data, bases["audio"].hash)
+    assert not made_with(data, base.hash[:2] + "0" * 62)
+    assert not made_with(data[:-1], base.hash) and not made_with(b"junk", base.hash)

@@ -132,9 +132,9 @@ def archive_extract(args) -> dict:
 
     output = Path(args.output)
     to_npz = output.suffix.lower() == ".npz"
-    base, _ = load_base_argument(args.base)
     started = time.perf_counter()
     with Archive(args.archive) as archive:
+        base, _ = load_base_argument(args.base, made_with=lambda digest: digest == archive.header.base_hash)
         archive.header.check_base(base, archive.source)
         chosen = parse_item_range(args.items, archive.count)
         modality = base.config.modality

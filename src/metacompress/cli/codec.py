@@ -29,7 +29,8 @@ def add_encode_arguments(p):
     p.add_argument("--downmix", action="store_true",
                    help="coinpp, audio: mix several channels down to mono (else they are refused; the decoded file "
                         "is mono)")
-    p.add_argument("--bpp", type=float, default=0.3, help="coin: target bits per pixel, header included (picks the network)")
+    p.add_argument("--bpp", type=float, help="target bits per pixel (per sample), header included: coin picks the "
+                   "network (default 0.3); coinpp picks the most latent bits that fit (instead of --bits)")
     p.add_argument("--iters", type=int, default=50_000, help="coin: Adam iterations (thesis: 50k)")
     p.add_argument("--lr", type=float, default=2e-4, help="coin: Adam learning rate")
     p.add_argument("--patience", type=int, help="coin: stop early after this many iterations without a new best PSNR")
@@ -78,6 +79,8 @@ def add_train_base_arguments(p):
     p.add_argument("--inner-lr", type=float, default=1e-2)
     p.add_argument("--outer-lr", type=float, default=3e-6, help="Adam learning rate (thesis: 3e-6 CIFAR-10, 1e-6 others)")
     p.add_argument("--first-order", action="store_true", help="first-order meta-gradients (thesis C.7: worse)")
+    p.add_argument("--meta-sgd", action="store_true",
+                   help="learn one inner learning rate per latent dimension (Meta-SGD, as Functa)")
     p.add_argument("--checkpoint-steps", action="store_true", help="recompute inner steps on backward: less memory")
     p.add_argument("--variables", help="sphere: comma-separated netCDF variables (default: all on the main grid)")
     p.add_argument("--val-fraction", type=float, default=0.05, help="share of datapoints held out for validation PSNR")
@@ -120,13 +123,16 @@ def encode_coinpp(args, device):
     base, base_name = load_base_argument(args.base, device)
     point, converted = read_datapoint_converting(args.input, base.config.data, args.time, resample=args.resample,
                                                  downmix=args.downmix)
+    if args.bpp is not None and args.bits is not None:
+        raise UserError("--bpp picks the latent bits for a COIN++ file: give --bpp or --bits, not both")
     bits = DEFAULT_BITS if args.bits is None else args.bits
     effort = DEFAULT_EFFORT if args.effort is None else args.effort
     tiles = math.prod(tile_grid(point.values.shape, base.config.patch))
-    with progress(args, tiles * (2 if effort else 1), "encoding", "patch") as shown:
+    with progress(args, tiles * (2 if effort and args.bpp is None else 1), "encoding", "patch") as shown:
         codec = CoinPP(base, bits=bits, steps=args.steps, entropy=not args.no_entropy, effort=effort,
-                       progress=lambda done, total: shown.update(done - shown.done))
+                       progress=lambda done, total: shown.update(done - shown.done), bits_per_sample=args.bpp)
         encoded = codec.compress(point)
+    bits = encoded.stats["bits"]
     samples = math.prod(point.values.shape[:-1])
     return encoded, {
         "base": base_name, "modality": base.config.modality, "shape": list(point.values.shape),
@@ -150,8 +156,9 @@ def encode_coin(args, device):
     image = load_image(args.input, keep_alpha=True)
     bits = 16 if args.bits is None else args.bits
     check_bits(bits)
-    depth, width = (args.depth, args.width) if args.depth else architecture_for(args.bpp, *image.shape, bits)
-    config = CoinConfig(bpp=args.bpp, bits=bits, iterations=args.iters, lr=args.lr, patience=args.patience,
+    bpp = 0.3 if args.bpp is None else args.bpp
+    depth, width = (args.depth, args.width) if args.depth else architecture_for(bpp, *image.shape, bits)
+    config = CoinConfig(bpp=bpp, bits=bits, iterations=args.iters, lr=args.lr, patience=args.patience,
                         depth=depth, width=width, seed=args.seed)
     with progress(args, args.iters, "encoding", "iteration") as shown:
         def report(iteration, psnr, best):
@@ -183,8 +190,10 @@ def command_decode(args) -> dict:
     data = path.read_bytes()
     loaded = {}
 
-    def base():  # loaded only for a COIN++ file
-        loaded["base"], _ = load_base_argument(args.base, device)
+    def base():  # loaded only for a COIN++ file: without --base, the bundled one that made it
+        from metacompress.codecs.coinpp import made_with
+
+        loaded["base"], _ = load_base_argument(args.base, device, lambda digest: made_with(data, digest))
         return loaded["base"]
     started = time.perf_counter()
     codec, point = decode_mcz(data, str(path), base=base, scale=args.scale,
@@ -221,7 +230,7 @@ def command_train_base(args) -> dict:
     variables = args.variables.split(",") if args.variables else None
     settings, train_points, val_points = prepare_training(
         args.modality, args.data, patch=patch, width=args.width, depth=args.depth, latent_dim=args.latent_dim,
-        w0=args.w0, variables=variables, val_fraction=args.val_fraction, seed=args.seed)
+        w0=args.w0, variables=variables, val_fraction=args.val_fraction, seed=args.seed, meta_sgd=args.meta_sgd)
     run_dir = Path(f"{args.out}.run")
     started = time.perf_counter()
     with progress(args, args.iters - (meta_checkpoint_iteration(run_dir) if args.resume else 0), "meta-training",

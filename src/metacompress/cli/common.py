@@ -56,14 +56,17 @@ def describe_os_error(error: OSError) -> str:
     return f"{where}: {error.strerror or error}; nothing was written there" if error.strerror else f"{where}: {error}"
 
 
-def load_base_argument(path: str | None, device: str = "cpu"):
-    """The base network at ``path``, or the one bundled with the package, on ``device``."""
+def load_base_argument(path: str | None, device: str = "cpu", made_with: Callable[[str], bool] | None = None):
+    """The base network at ``path``, on ``device``; without ``path`` a bundled one: the first whose
+    content hash ``made_with`` accepts (the one a file was encoded with), else the default."""
     from metacompress.distributed import resolve_device
-    from metacompress.inr.base_network import DEFAULT_BASE, load_base
+    from metacompress.inr.base_network import DEFAULT_BASE, bundled_bases, load_base
 
     stem = Path(path) if path else DEFAULT_BASE
     if path and stem.suffix in (".json", ".safetensors"):
         stem = stem.with_suffix("")
+    if not path and made_with is not None:
+        stem = next((bundled for bundled, digest in bundled_bases() if made_with(digest)), DEFAULT_BASE)
     return load_base(stem, resolve_device(device)), str(stem)
 
 

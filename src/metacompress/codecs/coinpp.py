@@ -28,6 +28,7 @@ architecture, quantizer, symbol model — is in the base network.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import struct
@@ -72,6 +73,7 @@ class CoinppResult:
     latents: torch.Tensor = field(default=None, repr=False)  # the quantized latents, (tiles, latent_dim)
     record: bytes = b""  # the datapoint record: what an archive stores for this datapoint
     payload_bytes: int = 0  # of those, the coded latents
+    bits: int = DEFAULT_BITS  # latent bits the file is coded with
 
     @property
     def header_bytes(self) -> int:
@@ -84,6 +86,8 @@ def quantizer_for(base: BaseNetwork, bits: int) -> LatentQuantizer:
     if codes is None or bits not in codes.symbol_counts:
         available = codes.bit_widths if codes is not None else []
         raise UserError(f"this base network has latent statistics for bits {available}, not {bits}")
+    if codes.per_dimension:
+        return LatentQuantizer(codes.dim_mean, codes.dim_std, bits)
     return LatentQuantizer(codes.mean, codes.std, bits)
 
 
@@ -127,11 +131,14 @@ def refine_tile_latents(base: BaseNetwork, tiles: torch.Tensor, latents: torch.T
     parts = []
     for tile_chunk, start in zip(tiles.split(per_chunk), latents.split(per_chunk)):
         target = tile_chunk.to(coords.device)
-        z = start.to(coords.device).clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([z], lr=REFINE_LR_STDS * quantizer.std)
-        best, best_error = z.detach().clone(), None
+        # Adam steps in the quantizer's units (z − mean) / std: each dimension moves in proportion
+        # to its own spread (for a global quantizer, the same steps as Adam on z at lr·std)
+        u = quantizer.normalize(start.to(coords.device)).clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([u], lr=REFINE_LR_STDS)
+        best, best_error = start.to(coords.device).clone(), None
         with torch.enable_grad():
             for step in range(steps + 1):
+                z = quantizer.denormalize(u)
                 error = per_sample_mse(base.model, coords, target, quantizer.straight_through(z))
                 with torch.no_grad():
                     better = torch.ones_like(error, dtype=torch.bool) if best_error is None else error < best_error
@@ -139,7 +146,7 @@ def refine_tile_latents(base: BaseNetwork, tiles: torch.Tensor, latents: torch.T
                     best_error = error.detach() if best_error is None else torch.minimum(best_error, error.detach())
                 if step == steps:
                     break
-                (z.grad,) = torch.autograd.grad(error.sum(), z)
+                (u.grad,) = torch.autograd.grad(error.sum(), u)
                 optimizer.step()
         parts.append(best.cpu())
         if progress is not None:
@@ -167,6 +174,7 @@ class FittedLatents:
     steps: int
     seconds: float
     effort: int = 0  # refinement steps the latents had (for one bit-width)
+    features: torch.Tensor = field(default=None, repr=False)  # the tiles' features (all tiles, points, C)
 
 
 def check_padding(shape: tuple[int, ...], patch: tuple[int, ...]) -> None:
@@ -208,14 +216,24 @@ def fit_datapoints(points: list[Datapoint], base: BaseNetwork, steps: int = DEFA
         shapes.append(tuple(features.shape))
         ranges.append(x_range)
         tiles.append(tiled.reshape(tiled.shape[0], -1, tiled.shape[-1]))
+    all_tiles = torch.cat(tiles)
+    report = None if progress is None else _counter(all_tiles.shape[0] * (2 if effort else 1), progress)
     with torch.enable_grad():
-        all_tiles = torch.cat(tiles)
-        report = None if progress is None else _counter(all_tiles.shape[0] * (2 if effort else 1), progress)
         latents = fit_tile_latents(base, all_tiles, steps, report)
-        latents = refine_tile_latents(base, all_tiles, latents, quantizer_for(base, bits), effort, report) \
-            if effort else latents
-    return FittedLatents(points, shapes, ranges, [t.shape[0] for t in tiles], latents, steps,
-                         time.perf_counter() - started, effort)
+    fitted = FittedLatents(points, shapes, ranges, [t.shape[0] for t in tiles], latents, steps,
+                           time.perf_counter() - started, 0, all_tiles)
+    return refined(fitted, base, bits, effort, report) if effort else fitted
+
+
+def refined(fitted: FittedLatents, base: BaseNetwork, bits: int, effort: int,
+            progress: Callable[[int], None] | None = None) -> FittedLatents:
+    """``fitted`` with its latents refined for ``bits``-bit quantization (``refine_tile_latents``)."""
+    started = time.perf_counter()
+    with torch.enable_grad():
+        latents = refine_tile_latents(base, fitted.features, fitted.latents, quantizer_for(base, bits), effort,
+                                      progress)
+    return dataclasses.replace(fitted, latents=latents, effort=effort,
+                               seconds=fitted.seconds + time.perf_counter() - started)
 
 
 def quantize_and_pack(fitted: FittedLatents, base: BaseNetwork, bits: int = DEFAULT_BITS,
@@ -241,7 +259,7 @@ def quantize_and_pack(fitted: FittedLatents, base: BaseNetwork, bits: int = DEFA
         original = to_features(point.values, spec, x_range)
         mse = float(((to_features(reconstruction, spec, x_range) - original) ** 2).mean())
         results.append(CoinppResult(data, reconstruction, psnr_from_mse(mse), n, 0.0,
-                                    decoded_latents[start:start + n], record, len(payload)))
+                                    decoded_latents[start:start + n], record, len(payload), bits))
         start += n
     seconds = (fitted.seconds + time.perf_counter() - started) / max(1, len(results))
     for result in results:
@@ -256,6 +274,37 @@ def encode_many(points: list[Datapoint], base: BaseNetwork, bits: int = DEFAULT_
     total)`` counts fitted (and refined) tiles."""
     quantizer_for(base, bits)  # refuse an unsupported bit-width before fitting
     return quantize_and_pack(fit_datapoints(points, base, steps, progress, effort, bits), base, bits, entropy)
+
+
+def encode_within(point: Datapoint, base: BaseNetwork, bits_per_sample: float, steps: int = DEFAULT_STEPS,
+                  entropy: bool = True, progress: Callable[[int, int], None] | None = None,
+                  effort: int = DEFAULT_EFFORT) -> CoinppResult:
+    """Rate-aware bit choice (issue 17): the file with the most latent bits whose whole size, header
+    included, is at most ``bits_per_sample`` × the datapoint's samples (bits per pixel for an image).
+
+    The latents are fitted once; each bit-width the base network has statistics for is quantized
+    and coded (cheap next to fitting) and the largest that fits is refined (``effort``).  Should
+    refining push the file over the budget, the unrefined latents at that bit-width are kept, so
+    the result always fits.  A budget that even the fewest bits exceed is a ``UserError``.
+    """
+    if not (math.isfinite(bits_per_sample) and bits_per_sample > 0):
+        raise UserError(f"target rate must be a finite number of bits per sample > 0, got {bits_per_sample}")
+    budget = bits_per_sample * math.prod(point.values.shape[:-1]) / 8  # bytes
+    widths = [b for b in base.config.codes.bit_widths if b <= 8] if base.config.codes is not None else []
+    if not widths:
+        raise UserError("this base network has no latent statistics to code with")
+    fitted = fit_datapoints([point], base, steps, progress)
+    fits = [b for b in widths if len(quantize_and_pack(fitted, base, b, entropy)[0].data) <= budget]
+    if not fits:
+        smallest = quantize_and_pack(fitted, base, widths[0], entropy)[0]
+        raise UserError(f"target {bits_per_sample:g} bits per sample is below what {widths[0]} latent bits need "
+                        f"({8 * len(smallest.data) / math.prod(point.values.shape[:-1]):.3f}) for this datapoint")
+    bits = max(fits)
+    plain = quantize_and_pack(fitted, base, bits, entropy)[0]
+    if not effort:
+        return plain
+    better = quantize_and_pack(refined(fitted, base, bits, effort), base, bits, entropy)[0]
+    return better if len(better.data) <= budget else plain
 
 
 def encode(point: Datapoint, base: BaseNetwork, bits: int = DEFAULT_BITS, steps: int = DEFAULT_STEPS,
@@ -360,6 +409,19 @@ def decode(data: bytes, base: BaseNetwork, source: str = "input", max_samples: i
                          max_samples)
 
 
+def made_with(data: bytes, base_hash: str) -> bool:
+    """Whether the COIN++ file ``data`` was encoded with the base network of content hash
+    ``base_hash`` (hex): its hash byte matches and its checksum, keyed by the whole hash, verifies."""
+    key = bytes.fromhex(base_hash)
+    if stored_hash_prefix(data) != key[:HASH_PREFIX_BYTES]:
+        return False
+    try:
+        unpack(data, "input", crc_key=key)
+    except FormatError:
+        return False
+    return True
+
+
 def stored_hash_prefix(data: bytes) -> bytes | None:
     """The base-hash prefix a COIN++ file names, if its header can be read at all."""
     try:
@@ -416,17 +478,22 @@ class CoinPP(Codec):
 
     def __init__(self, base: BaseNetwork, bits: int = DEFAULT_BITS, steps: int = DEFAULT_STEPS, entropy: bool = True,
                  *, effort: int = DEFAULT_EFFORT, max_samples: int | None = None,
-                 progress: Callable[[int, int], None] | None = None):
+                 progress: Callable[[int, int], None] | None = None, bits_per_sample: float | None = None):
         self.base, self.bits, self.steps, self.entropy, self.max_samples = base, bits, steps, entropy, max_samples
         self.effort = effort
         self.progress = progress  # (tiles fitted, tiles in all)
+        self.bits_per_sample = bits_per_sample  # a rate budget: picks the bits per datapoint (encode_within)
 
     def compress(self, x: np.ndarray | Datapoint) -> Encoded:
         point = x if isinstance(x, Datapoint) else Datapoint(x, container_dtype(x))
-        result = encode(point, self.base, self.bits, self.steps, self.entropy, self.progress, self.effort)
+        if self.bits_per_sample is None:
+            result = encode(point, self.base, self.bits, self.steps, self.entropy, self.progress, self.effort)
+        else:
+            result = encode_within(point, self.base, self.bits_per_sample, self.steps, self.entropy, self.progress,
+                                   self.effort)
         return Encoded(result.data, result.reconstruction,
                        {"psnr": result.psnr, "encode_seconds": result.seconds, "tiles": result.tiles,
-                        "payload_bytes": result.payload_bytes})
+                        "payload_bytes": result.payload_bytes, "bits": result.bits})
 
     def encode(self, x: np.ndarray | Datapoint) -> bytes:
         return self.compress(x).data

@@ -62,6 +62,7 @@ class BaseSettings:
     w0: float = 50.0
     code_patches: int = 2048  # training patches the latent statistics are measured on
     code_steps: int = DEFAULT_STEPS
+    meta_sgd: bool = False  # learn one inner learning rate per latent dimension (issue 17, lever 3)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -85,7 +86,8 @@ class BaseSettings:
         return self.data.in_dim
 
     def config(self) -> BaseConfig:
-        return BaseConfig(self.data, self.in_dim, self.width, self.depth, self.latent_dim, float(self.w0))
+        return BaseConfig(self.data, self.in_dim, self.width, self.depth, self.latent_dim, float(self.w0),
+                          meta_sgd=self.meta_sgd)
 
 
 def patch_sampler(points: list[torch.Tensor], spec: DataSpec) -> BatchSampler:
@@ -141,16 +143,19 @@ def mean_psnr(base: BaseNetwork, tiles: torch.Tensor, steps: int, bits: int | No
     return float(torch.tensor([psnr_from_mse(m) for m in mse.tolist()]).mean())
 
 
-def latent_codes(base: BaseNetwork, tiles: torch.Tensor, steps: int,
-                 bits: tuple[int, ...] = CODE_BITS) -> LatentStatistics:
-    """Quantizer statistics and per-bit-width symbol counts of the training latents."""
+def latent_codes(base: BaseNetwork, tiles: torch.Tensor, steps: int, bits: tuple[int, ...] = CODE_BITS,
+                 per_dimension: bool = True) -> LatentStatistics:
+    """Quantizer statistics and per-bit-width symbol counts of the training latents: per latent
+    dimension unless ``per_dimension`` is False (the thesis' one global range)."""
     latents = fit_tile_latents(base, tiles, steps)
-    stats = LatentQuantizer.fit(latents, 8)
+    pooled = LatentQuantizer.fit(latents, 8)
+    ranges = LatentQuantizer.fit(latents, 8, per_dimension) if per_dimension else pooled
     counts = {}
     for b in bits:
-        quantizer = LatentQuantizer(stats.mean, stats.std, b)
+        quantizer = LatentQuantizer(ranges.mean, ranges.std, b)
         counts[b] = tuple(int(c) for c in SymbolModel.from_symbols(quantizer.symbols(latents), b).counts)
-    return LatentStatistics(stats.mean, stats.std, steps, int(tiles.shape[0]), counts)
+    return LatentStatistics(pooled.mean, pooled.std, steps, int(tiles.shape[0]), counts,
+                            *((ranges.mean, ranges.std) if per_dimension else (None, None)))
 
 
 @keeps_global_rng
@@ -167,7 +172,7 @@ def train_base(settings: BaseSettings, train_points: list[torch.Tensor], val_poi
     """
     ctx = ctx or single_process(device)
     check_training_memory(settings, meta, ctx, memory_available)
-    config = settings.config()
+    config = settings.config().replace(inner_lr=meta.inner_lr)  # encoding steps as training did
     spec = config.data
     torch.manual_seed(meta.seed)
     # the outputs start at the training data's mean (see ModulatedSiren: Adam barely moves that bias)
@@ -281,7 +286,7 @@ def validation_split(count: int, val_fraction: float, seed: int) -> tuple[list[i
 def prepare_training(modality: str, data: str | Path | list[np.ndarray], patch: tuple[int, ...] | None = None,
                      width: int = 512, depth: int = 10, latent_dim: int = 128, w0: float = 50.0,
                      variables: list[str] | None = None, val_fraction: float = VAL_FRACTION, seed: int = 0,
-                     extra: dict | None = None) -> tuple[BaseSettings, list, list]:
+                     extra: dict | None = None, meta_sgd: bool = False) -> tuple[BaseSettings, list, list]:
     """Settings and (train, validation) features for a base network of ``modality``.
 
     ``data`` is a file or folder, or datapoints already in the canonical layout (globes then need
@@ -314,5 +319,5 @@ def prepare_training(modality: str, data: str | Path | list[np.ndarray], patch: 
     val_indices, train_indices = validation_split(len(features), val_fraction, seed)
     val = [features[i] for i in val_indices]
     train = [features[i] for i in train_indices]
-    settings = BaseSettings(spec, width, depth, latent_dim, w0)
+    settings = BaseSettings(spec, width, depth, latent_dim, w0, meta_sgd=meta_sgd)
     return settings, train, val

@@ -4,7 +4,9 @@ The JSON holds everything a decoder needs besides the weights (architecture, ω�
 modality, patch size, and per bit-width the latent quantizer and symbol counts).  The content
 hash covers both files' meaning — every tensor's name, dtype, shape and bytes, and the canonical
 JSON — so a ``.mcz`` can name the exact base network it was made with, and decoding with any other
-is refused.  Nothing is unpickled.
+is refused.  Nothing is unpickled.  The package bundles several (``bundled_bases``): the default
+encodes, and a file or archive decoded without naming its base network finds the bundled one whose
+hash it names.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from metacompress.inr.base_config import BaseConfig
 from metacompress.inr.siren import FEATURE_MIDPOINT, ModulatedSiren
 
 FORMAT = "metacompress-base-network"
-# Shipped with the package: an image base network meta-learned on photo patches (never Kodak);
-# the README gives the command that made it.
-DEFAULT_BASE = Path(__file__).resolve().parent.parent / "bases" / "photos"
+# Shipped with the package: image base networks meta-learned on photo patches (never Kodak);
+# docs/coinpp.md gives the commands that made them.  ``photos`` encodes by default; the older ones
+# stay so that every file they made still decodes without naming its base network.
+BUNDLED_BASES = Path(__file__).resolve().parent.parent / "bases"
+DEFAULT_BASE = BUNDLED_BASES / "photos"
 VERSION = 1
 
 
@@ -49,7 +53,21 @@ class BaseNetwork:
 def build_model(config: BaseConfig, output_start=FEATURE_MIDPOINT) -> ModulatedSiren:
     """The network ``config`` describes, freshly initialized (``output_start``: see ``ModulatedSiren``)."""
     return ModulatedSiren(config.in_dim, config.width, config.depth, config.channels, config.latent_dim,
-                          w0=config.w0, output_start=output_start)
+                          w0=config.w0, output_start=output_start, meta_sgd=config.meta_sgd,
+                          inner_lr=config.learning_rate)
+
+
+def bundled_bases() -> list[tuple[Path, str]]:
+    """(stem, content hash as stored in its JSON) of every bundled base network, the default first."""
+    stems = [DEFAULT_BASE] + sorted(p.with_suffix("") for p in BUNDLED_BASES.glob("*.json")
+                                    if p.with_suffix("") != DEFAULT_BASE)
+    found = []
+    for stem in stems:
+        try:
+            found.append((stem, str(json.loads(stem.with_suffix(".json").read_text())["hash"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a damaged bundled description: load_base reports it if that base is asked for
+    return found
 
 
 def content_hash(tensors: dict[str, torch.Tensor], config: BaseConfig) -> str:

@@ -42,10 +42,14 @@ def fit_latents(model: ModulatedSiren, coords: torch.Tensor, features: torch.Ten
     ``checkpoint_steps`` recomputes each inner step during the backward pass instead of keeping
     its activations: the same meta-gradient for a fraction of the memory, at ~one extra step
     (measured resident peak: 1001 → 555 MB for a 6×128 network, 8 patches of 32×32, 3 steps; see
-    ``estimate_peak_memory``).
+    ``estimate_peak_memory``).  A Meta-SGD model steps with its own per-dimension rates instead of
+    ``inner_lr`` (``ModulatedSiren.inner_learning_rates``).
     """
     latents = torch.zeros(features.shape[0], model.latent_dim, dtype=features.dtype, device=features.device,
                           requires_grad=True)
+    inner_lr = model.inner_learning_rates(inner_lr)
+    if not create_graph and isinstance(inner_lr, torch.Tensor):
+        inner_lr = inner_lr.detach()
 
     def inner_step(current: torch.Tensor) -> torch.Tensor:
         loss = per_sample_mse(model, coords, features, current).sum()
@@ -219,8 +223,14 @@ def load_meta_checkpoint(out_dir: Path | None, model: ModulatedSiren, optimizer,
     for key in ("batch_size", "inner_steps", "inner_lr", "seed", "first_order"):
         if saved.get(key) != getattr(config, key):
             raise UserError(f"{out_dir}: cannot resume with {key}={getattr(config, key)!r}, the run used {saved.get(key)!r}")
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    if set(weights) != set(model.state_dict()):
+        raise UserError(f"{out_dir}: cannot resume: the run's network has other weights than this one "
+                        "(a different architecture, or --meta-sgd on one side only)")
+    model.load_state_dict(weights)
     restore_optimizer(optimizer, tensors, info["optimizer"])
+    for group in optimizer.param_groups:  # the stored rate would override a new --outer-lr silently
+        group["lr"] = config.outer_lr
     history = list(info["history"])
     return len(history), history
 

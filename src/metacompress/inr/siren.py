@@ -72,14 +72,29 @@ class ModulatedSiren(nn.Module):
     It matters: Adam moves that bias by about the learning rate per step, so at the thesis' rates
     (1e-6–3e-6) the start is where the outputs stay for thousands of steps — starting at 0 cost
     ~7 dB before training and slower meta-learning (issue 17, CIFAR-10: 5.7 vs 12.4 dB untrained).
+
+    ``meta_sgd`` gives every latent dimension its own inner-loop learning rate, a weight learned by
+    the outer loop like any other (Meta-SGD, Li et al. 2017, as Functa uses it), starting at
+    ``inner_lr``; ``inner_learning_rates`` is what the inner loop steps with.
     """
 
     def __init__(self, in_dim: int, width: int, depth: int, out_dim: int, latent_dim: int, w0: float = 30.0,
-                 output_start: float | Sequence[float] = FEATURE_MIDPOINT):
+                 output_start: float | Sequence[float] = FEATURE_MIDPOINT, meta_sgd: bool = False,
+                 inner_lr: float = 1e-2):
         super().__init__()
         self.base = Siren(in_dim, width, depth, out_dim, w0=w0, output_offset=output_start)
         self.latent_dim, self.width, self.depth = latent_dim, width, depth
         self.latent_to_shifts = nn.Linear(latent_dim, width * depth)
+        self.inner_lrs = nn.Parameter(torch.full((latent_dim,), float(inner_lr))) if meta_sgd else None
+
+    @property
+    def meta_sgd(self) -> bool:
+        return self.inner_lrs is not None
+
+    def inner_learning_rates(self, default: float) -> float | torch.Tensor:
+        """The inner loop's step size: ``default``, or with Meta-SGD the learned per-dimension rates
+        (clipped at 0, as Functa clips them: a negative rate would climb the loss)."""
+        return default if self.inner_lrs is None else self.inner_lrs.clamp(min=0.0)
 
     def shifts(self, latents: torch.Tensor) -> torch.Tensor:
         return self.latent_to_shifts(latents).view(-1, self.depth, 1, self.width)  # (batch, depth, 1, width)
