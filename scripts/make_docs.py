@@ -447,7 +447,27 @@ def meta_sgd_table() -> str:
     return table(["variant"] + [f"{i} steps" for i in iterations] + ["256 tiles, end", "5 bits, 10 steps"], rows)
 
 
+def effort_tables() -> str:
+    """bench coinpp-effort: the curve on held-out photos, then Kodak against the yardsticks."""
+    found = results("coinpp-effort")
+    curve = found["curve"]
+    header = ["inner steps, effort"] + [bold(f"{c['steps']}, {c['effort']}", c["steps"] == 10 and
+                                             c["effort"] == found["default_effort"]) for c in curve]
+    rows = [["PSNR (dB)"] + [f"{c['psnr']:.2f}" for c in curve], ["bpp (whole file)"] + [f"{c['bpp']:.3f}" for c in curve],
+            ["encode s / crop"] + [f"{c['encode_s']:.1f}" for c in curve]]
+    kodak = [[image["image"], f"{row['steps']}, {row['effort']}", f"{image['psnr']:.2f} dB @ {image['bpp']:.3f}",
+              f"{image['jpeg_within_bytes']['psnr']:.2f} dB (q {image['jpeg_within_bytes']['quality']})"
+              if image["jpeg_within_bytes"] else "does not fit",
+              f"{image['thumbnail_within_bytes']['psnr']:.2f} dB ({image['thumbnail_within_bytes']['size'][1]}×"
+              f"{image['thumbnail_within_bytes']['size'][0]})", f"{image['encode_s']:.0f}"]
+             for row in found["kodak"] for image in row["images"]]
+    return table(header, rows) + "\n\n" + table(
+        ["Kodak", "steps, effort", "COIN++ @ bpp", "JPEG, no more bytes", "raw thumbnail, no more bytes", "encode s"],
+        kodak)
+
+
 RESULT_TABLES = {
+    "coinpp-effort": effort_tables,
     "coinpp-quantizers": latent_quantizer_table,
     "coinpp-meta-sgd": meta_sgd_table,
     "train-reference": train_reference_table,

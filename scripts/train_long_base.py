@@ -43,15 +43,19 @@ class LongRecipe:
     batch_size: int
     outer_lr: float
     w0: float = 50.0
+    meta_sgd: bool = False
+    data: str = "photos"
 
 
 # The shipped architectures (the CPU profiles' 6×128), trained far longer than their 400–600 steps.
 # Outer lr 3e-4: between the short runs' 5e-4 and the 1e-4 of issue 17's side-by-side check.
-RECIPES = {"photos": LongRecipe(128, 6, 64, 32, 3e-4), "cifar10": LongRecipe(128, 6, 128, 32, 3e-4)}
+# photos-meta-sgd: the same with learned inner rates, +2 dB at 250 steps (scripts/compare_meta_sgd.py).
+RECIPES = {"photos": LongRecipe(128, 6, 64, 32, 3e-4), "cifar10": LongRecipe(128, 6, 128, 32, 3e-4, data="cifar10"),
+           "photos-meta-sgd": LongRecipe(128, 6, 64, 32, 3e-4, meta_sgd=True)}
 
 
 def training_data(task: str, root: Path) -> list:
-    if task == "photos":
+    if RECIPES[task].data == "photos":
         return training_photos(root)
     images, _ = load_cifar_npz(root / "cifar10" / "cifar10_genuine_subset.npz", "train")
     return [image.copy() for image in images]
@@ -87,7 +91,7 @@ def main(argv=None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     settings, train, val = prepare_training("image", training_data(args.task, Path(args.data_root)), patch=(32, 32),
                                             width=recipe.width, depth=recipe.depth, latent_dim=recipe.latent_dim,
-                                            w0=recipe.w0, seed=0)
+                                            w0=recipe.w0, seed=0, meta_sgd=recipe.meta_sgd)
     done = steps_done(run_dir)
     started = time.monotonic()
     target = done if args.finish else done + args.stretch
