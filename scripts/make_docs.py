@@ -403,7 +403,7 @@ def coinpp_table(name: str) -> str:
         for key, what, fmt in (("rate", "file bpp", "{:.3f}"), ("archive_rate", "one archive, bpp", "{:.3f}"),
                                ("payload_rate", "payload bpp", "{:.3f}"), ("psnr", "PSNR", "{:.2f}"),
                                ("ms-ssim", "MS-SSIM", "{:.3f}")):
-            if all(key in p for p in points.values()):
+            if all(p.get(key) is not None for p in points.values()):
                 values = [fmt.format(points[b][key]) if b in points else "" for b in bits]
                 values[0] += " dB" if key == "psnr" else ""
                 rows.append([f"{label}, {what}"] + values)
